@@ -1,0 +1,18 @@
+//! Classification: turn a response or an inner error into an [`Outcome`].
+//!
+//! Structure first: the status code, the parsed `WWW-Authenticate` challenges and the
+//! typed error chain. The [`text`] fallback is only consulted for errors whose chain holds
+//! no type this crate recognises.
+
+mod chain;
+mod challenge;
+mod classifier;
+mod outcome;
+pub mod text;
+
+pub use self::chain::classify_error;
+pub use self::challenge::{parse_challenges, Challenge};
+pub use self::classifier::{classify_response, Classifier, DefaultClassifier};
+pub use self::outcome::{BearerError, Outcome};
+
+pub(crate) use self::challenge::parse_challenge_values;

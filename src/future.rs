@@ -1,0 +1,172 @@
+//! The response future of [`HealthClassify`](crate::HealthClassify).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use crate::classify::{Classifier, Outcome};
+use crate::error::{BackendError, BoxError};
+use crate::sink::{HealthReport, HealthSink};
+use crate::verdict::{Credentials, Origin};
+
+pin_project! {
+    /// Response future of [`HealthClassify`](crate::HealthClassify).
+    ///
+    /// Reports exactly once: when the inner future completes, or with
+    /// [`Outcome::Cancelled`] when this future is dropped before that.
+    pub struct ResponseFuture<F, K, C>
+    where
+        K: HealthSink,
+    {
+        #[pin]
+        inner: F,
+        // Taken when the report is made, so that it is made once.
+        state: Option<State<K, C>>,
+    }
+
+    impl<F, K, C> PinnedDrop for ResponseFuture<F, K, C>
+    where
+        K: HealthSink,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(state) = this.project().state.take() {
+                state.exchange().report(&Outcome::Cancelled);
+            }
+        }
+    }
+}
+
+/// What the future needs once the inner future is done.
+struct State<K, C> {
+    sink: K,
+    classifier: C,
+    credentials: Credentials,
+    origin: Origin,
+    start: Instant,
+    pass_through_auth: bool,
+}
+
+impl<K, C> State<K, C> {
+    fn exchange(&self) -> Exchange<'_, K, C> {
+        Exchange {
+            sink: &self.sink,
+            classifier: &self.classifier,
+            credentials: self.credentials,
+            origin: self.origin,
+            latency: self.start.elapsed(),
+        }
+    }
+}
+
+impl<F, K: HealthSink, C> ResponseFuture<F, K, C> {
+    pub(crate) fn new(
+        inner: F,
+        sink: K,
+        classifier: C,
+        credentials: Credentials,
+        origin: Origin,
+        start: Instant,
+        pass_through_auth: bool,
+    ) -> Self {
+        ResponseFuture {
+            inner,
+            state: Some(State {
+                sink,
+                classifier,
+                credentials,
+                origin,
+                start,
+                pass_through_auth,
+            }),
+        }
+    }
+}
+
+impl<F, K, C, R, E> Future for ResponseFuture<F, K, C>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+    K: HealthSink,
+    C: Classifier,
+{
+    type Output = Result<Response<R>, BackendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let state = this
+            .state
+            .take()
+            .expect("ResponseFuture polled after completion");
+        let exchange = state.exchange();
+        Poll::Ready(match result {
+            Ok(response) => exchange.response(response, state.pass_through_auth),
+            Err(error) => Err(exchange.error(error.into())),
+        })
+    }
+}
+
+/// One finished exchange, ready to be classified and reported. Shared by the response
+/// future and by `poll_ready`, whose errors are reported the same way.
+pub(crate) struct Exchange<'a, K, C> {
+    pub(crate) sink: &'a K,
+    pub(crate) classifier: &'a C,
+    pub(crate) credentials: Credentials,
+    pub(crate) origin: Origin,
+    pub(crate) latency: Duration,
+}
+
+impl<K: HealthSink, C> Exchange<'_, K, C> {
+    fn report(&self, outcome: &Outcome) {
+        let strategy = self.sink.strategy();
+        let report = HealthReport::new(
+            outcome,
+            &strategy,
+            self.credentials,
+            self.origin,
+            self.latency,
+            self.sink.slow_threshold(),
+        );
+        self.sink.report(&report);
+    }
+
+    /// Classifies the outcome's auth error with the request's credentials flag, reports it.
+    fn classify_and_report(&self, mut outcome: Outcome) -> Outcome {
+        if let Outcome::Auth(auth) = &mut outcome {
+            auth.set_credentials_sent(self.credentials.is_sent());
+        }
+        self.report(&outcome);
+        outcome
+    }
+}
+
+impl<K: HealthSink, C: Classifier> Exchange<'_, K, C> {
+    fn response<R>(
+        &self,
+        mut response: Response<R>,
+        pass_through_auth: bool,
+    ) -> Result<Response<R>, BackendError> {
+        let outcome = self.classify_and_report(
+            self.classifier
+                .classify_response(response.status(), response.headers()),
+        );
+        match outcome {
+            // Not inserted: the first insert into empty extensions allocates.
+            Outcome::Success(_) => Ok(response),
+            Outcome::Auth(auth) if !pass_through_auth => Err(BackendError::Auth(auth)),
+            outcome => {
+                response.extensions_mut().insert(outcome);
+                Ok(response)
+            }
+        }
+    }
+
+    pub(crate) fn error(&self, error: BoxError) -> BackendError {
+        let outcome = self.classify_and_report(self.classifier.classify_error(&*error));
+        BackendError::from_outcome(outcome, error)
+    }
+}

@@ -1,0 +1,122 @@
+//! `HealthClassifyLayer`: configuration and the sink, applied to a service.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use tower_layer::Layer;
+
+use crate::classify::DefaultClassifier;
+use crate::service::HealthClassify;
+
+/// Wraps a backend service in [`HealthClassify`]: classify every exchange, report it to
+/// the sink, and turn auth failures and transport errors into typed [`BackendError`]s.
+///
+/// One layer per backend: the sink (a registry's `BackendHandle`, say) knows which
+/// backend and which outgoing auth strategy it stands for. Cloning the layer clones the
+/// sink, so clones report to the same place when the sink shares its state (an `Arc`, a
+/// registry handle).
+///
+/// [`BackendError`]: crate::BackendError
+///
+/// # Example
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// use tower_health_classify::{sink_fn, AuthStrategy, BackendError, HealthClassifyLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let backend = service_fn(|_req: Request<()>| async {
+///     let response = Response::builder()
+///         .status(StatusCode::UNAUTHORIZED)
+///         .header("www-authenticate", r#"Bearer scope="mcp""#)
+///         .body(())
+///         .unwrap();
+///     Ok::<_, Infallible>(response)
+/// });
+///
+/// let svc = ServiceBuilder::new()
+///     .layer(
+///         HealthClassifyLayer::new(sink_fn(AuthStrategy::UpstreamInject, |report| {
+///             // A credential-less request to a backend whose users bring their own token:
+///             // the challenge proves the backend is up.
+///             assert!(report.verdict.unwrap().is_good());
+///         }))
+///         .credential_header(http::HeaderName::from_static("x-api-key")),
+///     )
+///     .service(backend);
+///
+/// let err = svc.oneshot(Request::new(())).await.unwrap_err();
+/// assert!(err.is_auth());
+/// assert_eq!(err.auth().unwrap().scope(), Some("mcp"));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HealthClassifyLayer<K, C = DefaultClassifier> {
+    sink: K,
+    classifier: C,
+    credential_headers: Arc<[HeaderName]>,
+    pass_through_auth: bool,
+}
+
+impl<K> HealthClassifyLayer<K> {
+    /// A layer reporting to `sink`, with the default classifier, in typed mode.
+    pub fn new(sink: K) -> Self {
+        HealthClassifyLayer {
+            sink,
+            classifier: DefaultClassifier,
+            credential_headers: Arc::from([]),
+            pass_through_auth: false,
+        }
+    }
+}
+
+impl<K, C> HealthClassifyLayer<K, C> {
+    /// Classifies with `classifier` instead of the default tables.
+    pub fn classifier<C2>(self, classifier: C2) -> HealthClassifyLayer<K, C2> {
+        HealthClassifyLayer {
+            sink: self.sink,
+            classifier,
+            credential_headers: self.credential_headers,
+            pass_through_auth: self.pass_through_auth,
+        }
+    }
+
+    /// Counts `name` as a credential header, in addition to `Authorization` (which always
+    /// counts): a request carrying it was sent with credentials. For API keys in custom
+    /// headers such as `x-api-key`. Only the header's presence is looked at, never its
+    /// value.
+    pub fn credential_header(mut self, name: HeaderName) -> Self {
+        if !self.credential_headers.contains(&name) {
+            let mut names = self.credential_headers.to_vec();
+            names.push(name);
+            self.credential_headers = names.into();
+        }
+        self
+    }
+
+    /// Proxy mode: 401, 403 and 407 responses are returned unchanged (with their
+    /// [`Outcome`](crate::Outcome) in the response extensions) instead of as
+    /// [`BackendError::Auth`](crate::BackendError::Auth), so a proxy can forward the
+    /// challenge to its client. They are still classified and reported.
+    pub fn pass_through_auth(mut self) -> Self {
+        self.pass_through_auth = true;
+        self
+    }
+}
+
+impl<S, K: Clone, C: Clone> Layer<S> for HealthClassifyLayer<K, C> {
+    type Service = HealthClassify<S, K, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HealthClassify::new(
+            inner,
+            self.sink.clone(),
+            self.classifier.clone(),
+            self.credential_headers.clone(),
+            self.pass_through_auth,
+        )
+    }
+}

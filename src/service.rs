@@ -1,0 +1,136 @@
+//! `HealthClassify`: the service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderName, Request, Response};
+use tower_service::Service;
+
+use crate::classify::Classifier;
+use crate::error::{BackendError, BoxError};
+use crate::future::{Exchange, ResponseFuture};
+use crate::sink::HealthSink;
+use crate::verdict::{Credentials, Origin, Probe};
+
+/// Classifies every exchange with the inner service, reports it to the sink, and returns
+/// typed errors. Made by [`HealthClassifyLayer`](crate::HealthClassifyLayer).
+///
+/// # Errors
+///
+/// The service's error is [`BackendError`]:
+/// - [`BackendError::Auth`] for a 401, 403 or 407 response (typed mode only: in
+///   pass-through mode those are returned as responses), or an inner error that
+///   classified as an auth failure;
+/// - [`BackendError::Transport`] when the inner service failed to get a complete
+///   response (refused, reset, closed, not HTTP, ...), and [`BackendError::Timeout`]
+///   when a timer ended it;
+/// - [`BackendError::Local`] when the request never left (load shed, bad URI);
+/// - [`BackendError::Other`] for what a custom classifier put in no other class.
+///
+/// Readiness errors from the inner service are classified and reported the same way.
+/// The inner error is always kept as the `source()`.
+#[derive(Debug, Clone)]
+pub struct HealthClassify<S, K, C> {
+    inner: S,
+    sink: K,
+    classifier: C,
+    credential_headers: Arc<[HeaderName]>,
+    pass_through_auth: bool,
+}
+
+impl<S, K, C> HealthClassify<S, K, C> {
+    pub(crate) fn new(
+        inner: S,
+        sink: K,
+        classifier: C,
+        credential_headers: Arc<[HeaderName]>,
+        pass_through_auth: bool,
+    ) -> Self {
+        HealthClassify {
+            inner,
+            sink,
+            classifier,
+            credential_headers,
+            pass_through_auth,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn credentials<B>(&self, request: &Request<B>) -> Credentials {
+        let headers = request.headers();
+        let sent = headers.contains_key(header::AUTHORIZATION)
+            || self.credential_headers.iter().any(|name| headers.contains_key(name))
+            || request.extensions().get::<Credentials>() == Some(&Credentials::Sent);
+        if sent {
+            Credentials::Sent
+        } else {
+            Credentials::NotSent
+        }
+    }
+}
+
+impl<S, K, C, B, R> Service<Request<B>> for HealthClassify<S, K, C>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    K: HealthSink + Clone,
+    C: Classifier + Clone,
+{
+    type Response = Response<R>;
+    type Error = BackendError;
+    type Future = ResponseFuture<S::Future, K, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => {
+                // No request yet: nothing was sent, and it was nobody's probe.
+                let exchange = Exchange {
+                    sink: &self.sink,
+                    classifier: &self.classifier,
+                    credentials: Credentials::NotSent,
+                    origin: Origin::Traffic,
+                    latency: Duration::ZERO,
+                };
+                Poll::Ready(Err(exchange.error(error.into())))
+            }
+        }
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let credentials = self.credentials(&request);
+        let origin = if request.extensions().get::<Probe>().is_some() {
+            Origin::Probe
+        } else {
+            Origin::Traffic
+        };
+        let start = Instant::now();
+        let future = self.inner.call(request);
+        ResponseFuture::new(
+            future,
+            self.sink.clone(),
+            self.classifier.clone(),
+            credentials,
+            origin,
+            start,
+            self.pass_through_auth,
+        )
+    }
+}

@@ -1,0 +1,273 @@
+//! Health sinks: where the layer sends one report per exchange.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::classify::Outcome;
+use crate::verdict::{
+    verdict, AuthStrategy, Credentials, Origin, Verdict, DEFAULT_SLOW_THRESHOLD,
+};
+
+/// What the layer tells a sink about one exchange. Plain data; borrowed for the call.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use http::StatusCode;
+/// use tower_health_classify::{
+///     AuthStrategy, Credentials, HealthReport, HealthStatus, Origin, Outcome,
+///     DEFAULT_SLOW_THRESHOLD,
+/// };
+///
+/// let outcome = Outcome::Success(StatusCode::OK);
+/// let strategy = AuthStrategy::Unauthenticated;
+/// let report = HealthReport::new(
+///     &outcome,
+///     &strategy,
+///     Credentials::NotSent,
+///     Origin::Traffic,
+///     Duration::from_millis(3),
+///     DEFAULT_SLOW_THRESHOLD,
+/// );
+/// assert_eq!(report.verdict.unwrap().status, HealthStatus::Healthy);
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct HealthReport<'a> {
+    /// What the exchange showed.
+    pub outcome: &'a Outcome,
+    /// The judgement; `None` for `Cancelled` and `Local` outcomes, which never count.
+    pub verdict: Option<Verdict>,
+    /// The strategy the verdict was judged with (the sink's, at the time of the report).
+    pub strategy: &'a AuthStrategy,
+    /// Whether the request carried credentials.
+    pub credentials: Credentials,
+    /// Whether the request was a probe.
+    pub origin: Origin,
+    /// From the call to the response or error (or to the drop, for `Cancelled`).
+    pub latency: Duration,
+}
+
+impl<'a> HealthReport<'a> {
+    /// A report, with its verdict judged by [`verdict`].
+    pub fn new(
+        outcome: &'a Outcome,
+        strategy: &'a AuthStrategy,
+        credentials: Credentials,
+        origin: Origin,
+        latency: Duration,
+        slow_threshold: Duration,
+    ) -> Self {
+        HealthReport {
+            outcome,
+            verdict: verdict(outcome, strategy, credentials, origin, latency, slow_threshold),
+            strategy,
+            credentials,
+            origin,
+            latency,
+        }
+    }
+}
+
+/// Receives one report per exchange and knows how the gateway authenticates to the
+/// backend, so the layer can judge each exchange against the current strategy.
+///
+/// `report` is called on the request path: keep it short and never block (count, swap
+/// an atomic, `try_send` on a channel). A sink that panics panics the response future's
+/// `poll` (or its drop, for a cancelled call), like any panic in a service.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use tower_health_classify::{AuthStrategy, HealthReport, HealthSink};
+///
+/// #[derive(Default)]
+/// struct CountBad(AtomicUsize);
+///
+/// impl HealthSink for CountBad {
+///     fn strategy(&self) -> AuthStrategy {
+///         AuthStrategy::TokenExchange
+///     }
+///     fn report(&self, report: &HealthReport<'_>) {
+///         if report.verdict.is_some_and(|v| v.is_bad()) {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// ```
+pub trait HealthSink: Send + Sync {
+    /// The outgoing auth strategy for this backend, looked up on every report so that a
+    /// change takes effect on the next one.
+    fn strategy(&self) -> AuthStrategy;
+
+    /// The latency above which a success is judged slow.
+    fn slow_threshold(&self) -> Duration {
+        DEFAULT_SLOW_THRESHOLD
+    }
+
+    /// Takes one report.
+    fn report(&self, report: &HealthReport<'_>);
+}
+
+/// Discards every report; judges with [`AuthStrategy::Unauthenticated`]. Useful to get
+/// the typed errors alone.
+impl HealthSink for () {
+    fn strategy(&self) -> AuthStrategy {
+        AuthStrategy::Unauthenticated
+    }
+
+    fn report(&self, _report: &HealthReport<'_>) {}
+}
+
+impl<T: HealthSink + ?Sized> HealthSink for Arc<T> {
+    fn strategy(&self) -> AuthStrategy {
+        (**self).strategy()
+    }
+
+    fn slow_threshold(&self) -> Duration {
+        (**self).slow_threshold()
+    }
+
+    fn report(&self, report: &HealthReport<'_>) {
+        (**self).report(report)
+    }
+}
+
+impl<T: HealthSink + ?Sized> HealthSink for Box<T> {
+    fn strategy(&self) -> AuthStrategy {
+        (**self).strategy()
+    }
+
+    fn slow_threshold(&self) -> Duration {
+        (**self).slow_threshold()
+    }
+
+    fn report(&self, report: &HealthReport<'_>) {
+        (**self).report(report)
+    }
+}
+
+/// Fan-out: every report goes to both sinks, first `A`, then `B`. The strategy and the
+/// slow threshold are `A`'s; `B` sees the report as `A` judged it.
+impl<A: HealthSink, B: HealthSink> HealthSink for (A, B) {
+    fn strategy(&self) -> AuthStrategy {
+        self.0.strategy()
+    }
+
+    fn slow_threshold(&self) -> Duration {
+        self.0.slow_threshold()
+    }
+
+    fn report(&self, report: &HealthReport<'_>) {
+        self.0.report(report);
+        self.1.report(report);
+    }
+}
+
+/// A sink made of a closure and a fixed strategy. Made by [`sink_fn`].
+#[derive(Clone)]
+pub struct SinkFn<F> {
+    strategy: AuthStrategy,
+    f: F,
+}
+
+/// Makes a sink of a closure, judging with a fixed `strategy`.
+///
+/// # Example
+///
+/// ```
+/// use tower_health_classify::{sink_fn, AuthStrategy, HealthClassifyLayer};
+///
+/// let layer = HealthClassifyLayer::new(sink_fn(AuthStrategy::UpstreamInject, |report| {
+///     if let Some(verdict) = report.verdict {
+///         println!("{} -> {verdict}", report.outcome);
+///     }
+/// }));
+/// # let _ = layer;
+/// ```
+pub fn sink_fn<F>(strategy: AuthStrategy, f: F) -> SinkFn<F>
+where
+    F: Fn(&HealthReport<'_>) + Send + Sync,
+{
+    SinkFn { strategy, f }
+}
+
+impl<F> HealthSink for SinkFn<F>
+where
+    F: Fn(&HealthReport<'_>) + Send + Sync,
+{
+    fn strategy(&self) -> AuthStrategy {
+        self.strategy.clone()
+    }
+
+    fn report(&self, report: &HealthReport<'_>) {
+        (self.f)(report)
+    }
+}
+
+impl<F> fmt::Debug for SinkFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkFn")
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logs every report at `DEBUG` with `tracing`, under target `tower_health_classify`.
+///
+/// For per-request visibility while debugging; it logs repeats. For the quiet,
+/// transitions-only log, use the registry. Fields: `backend`, `outcome`, `status`,
+/// `reason`, `strategy`, `credentials_sent`, `probe`, `latency_ms`. Nothing from a
+/// request header is ever logged; backend-supplied text is escaped.
+///
+/// # Example
+///
+/// ```
+/// use tower_health_classify::{AuthStrategy, HealthClassifyLayer, LogSink};
+///
+/// let layer = HealthClassifyLayer::new(LogSink::new("github", AuthStrategy::UpstreamInject));
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    backend: Arc<str>,
+    strategy: AuthStrategy,
+}
+
+impl LogSink {
+    /// A logging sink for `backend`, judging with a fixed `strategy`.
+    pub fn new(backend: impl Into<Arc<str>>, strategy: AuthStrategy) -> Self {
+        LogSink {
+            backend: backend.into(),
+            strategy,
+        }
+    }
+}
+
+impl HealthSink for LogSink {
+    fn strategy(&self) -> AuthStrategy {
+        self.strategy.clone()
+    }
+
+    fn report(&self, report: &HealthReport<'_>) {
+        let (status, reason) = match report.verdict {
+            Some(v) => (v.status.as_str(), v.reason.as_str()),
+            None => ("none", "not_counted"),
+        };
+        tracing::debug!(
+            target: "tower_health_classify",
+            backend = %self.backend.escape_debug(),
+            outcome = %report.outcome,
+            status,
+            reason,
+            strategy = %report.strategy.name().escape_debug(),
+            credentials_sent = report.credentials.is_sent(),
+            probe = report.origin == Origin::Probe,
+            latency_ms = report.latency.as_secs_f64() * 1000.0,
+            "backend exchange classified"
+        );
+    }
+}
