@@ -1,7 +1,143 @@
-//! Tower middleware that tells whether a backend is healthy, given how the gateway
+//! Tower middleware that tells whether an HTTP backend is healthy, given how the gateway
 //! authenticates to it.
 //!
-//! DOCS: being written.
+//! [`HealthClassifyLayer`] wraps any backend service (a hyper-util client, an axum proxy,
+//! any `Service<http::Request<B>>`). It classifies every exchange on structure, not on
+//! error text: the status code, the parsed `WWW-Authenticate` challenges (RFC 9110,
+//! RFC 6750 Bearer errors, RFC 9728 `resource_metadata`) and the typed transport error
+//! chain. It judges the exchange with the backend's outgoing [`AuthStrategy`] and whether
+//! the request carried credentials, reports it to a [`HealthSink`], and returns 401/403/407
+//! and transport failures as a typed [`BackendError`].
+//!
+//! The point: a background probe without user credentials that gets `401` and a Bearer
+//! challenge from an OAuth-protected backend has proven the backend is up. It is
+//! [`Healthy`](HealthStatus::Healthy) with reason `expected_challenge`, not a failure to
+//! log every 30 seconds.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_health_classify::{
+//!     sink_fn, AuthStrategy, BackendError, HealthClassifyLayer, HealthStatus, Reason,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Stands in for a hyper-util client talking to an OAuth-protected MCP server.
+//! let client = service_fn(|_req: Request<String>| async {
+//!     Ok::<_, Infallible>(
+//!         Response::builder()
+//!             .status(StatusCode::UNAUTHORIZED)
+//!             .header(
+//!                 "www-authenticate",
+//!                 r#"Bearer resource_metadata="https://mcp.example/.well-known/oauth-protected-resource""#,
+//!             )
+//!             .body(String::new())
+//!             .unwrap(),
+//!     )
+//! });
+//!
+//! // The gateway forwards each user's own token to this backend.
+//! let sink = sink_fn(AuthStrategy::UpstreamInject, |report| {
+//!     let verdict = report.verdict.unwrap();
+//!     assert_eq!(verdict.status, HealthStatus::Healthy);
+//!     assert_eq!(verdict.reason, Reason::ExpectedChallenge);
+//! });
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(HealthClassifyLayer::new(sink))
+//!     .timeout(Duration::from_secs(10))
+//!     .service(client);
+//!
+//! // A probe without credentials.
+//! match service.oneshot(Request::new(String::new())).await {
+//!     Err(BackendError::Auth(auth)) => assert_eq!(
+//!         auth.resource_metadata(),
+//!         Some("https://mcp.example/.well-known/oauth-protected-resource"),
+//!     ),
+//!     other => panic!("expected an auth error, got {other:?}"),
+//! }
+//! # }
+//! ```
+//!
+//! # What the layer returns
+//!
+//! - Typed mode (the default): 401, 403 and 407 become [`BackendError::Auth`]; inner errors
+//!   become the matching [`BackendError`] variant with the original error as `source()`.
+//!   Every other response is returned unchanged.
+//! - [`pass_through_auth`](HealthClassifyLayer::pass_through_auth) (for proxies): 401, 403
+//!   and 407 responses are returned unchanged so the challenge reaches the client; they
+//!   are still classified and reported.
+//! - In both modes, every [`Outcome`] other than a plain success is inserted into the
+//!   response extensions, so outer layers can read it without classifying again. A plain
+//!   success is not inserted, so that the success path does not allocate.
+//! - Exactly one report per call that completes; a future dropped early reports
+//!   [`Outcome::Cancelled`], which never counts against the backend. Readiness errors of
+//!   the inner service are classified and reported like call errors.
+//!
+//! # Classification
+//!
+//! | what came back | [`Outcome`] |
+//! |---|---|
+//! | 1xx, 2xx, 3xx | `Success(status)` |
+//! | 401 | `Auth(Unauthorized)` with every challenge of every `WWW-Authenticate` value |
+//! | 403 | `Auth(Forbidden)` (with challenges, e.g. Bearer `error="insufficient_scope"`) |
+//! | 407 | `Auth(ProxyAuthenticationRequired)` from `Proxy-Authenticate` |
+//! | 408, 429 | `Throttled { status, retry_after }` (`Retry-After` seconds or HTTP date) |
+//! | other 4xx | `ClientError(status)` |
+//! | 5xx | `ServerError(status)` |
+//! | connect refused | `Transport(ConnectionRefused)` |
+//! | name resolution failed | `Transport(Dns)` |
+//! | timeout while connecting / any other timeout | `Transport(ConnectTimeout)` / `Transport(Timeout)` |
+//! | TLS handshake or certificate failure | `Transport(Tls)` |
+//! | peer closed before a full response | `Transport(Closed)` |
+//! | connection reset, broken pipe | `Transport(Reset)` |
+//! | host or network unreachable | `Transport(Unreachable)` |
+//! | unparsable response | `Transport(Protocol)` |
+//! | the caller dropped the future before it finished | `Cancelled` |
+//! | load shed, invalid URI or scheme | `Local(..)` |
+//! | anything else | the [`text`] fallback, else `Transport(Other)` |
+//!
+//! Errors are classified by walking their `source()` chain, stepping into
+//! `io::Error::get_ref()` too (see [`classify_error`]). Challenge parsing is bounded: at
+//! most 16 challenges per response and 32 parameters per challenge are kept, and the work
+//! is linear in the header bytes.
+//!
+//! # Verdicts
+//!
+//! `credentials`: the request carried `Authorization`, a configured
+//! [`credential_header`](HealthClassifyLayer::credential_header), or the
+//! [`Credentials::Sent`] extension. `origin`: [`Origin::Probe`] when the request carries
+//! the [`Probe`] extension.
+//!
+//! | Outcome | verdict (status, reason) |
+//! |---|---|
+//! | Success, latency <= `slow_threshold` | Healthy, `ok` |
+//! | Success, latency > `slow_threshold` | Degraded, `slow` |
+//! | 401/403 and strategy `Unauthenticated` | Unauthenticated, `no_auth_configured` |
+//! | 401/403, strategy configured, no credentials sent | Healthy, `expected_challenge` |
+//! | 401/403, credentials sent, owner `Gateway` | Unauthenticated, `credentials_rejected` (403 `insufficient_scope`: `insufficient_scope`) |
+//! | 401/403, credentials sent, owner `User` | Healthy, `user_credentials_rejected` |
+//! | 407 | Unhealthy, `proxy_auth_required` |
+//! | Throttled | Degraded, `throttled` |
+//! | ClientError, origin Traffic | Healthy, `ok` |
+//! | ClientError, origin Probe | Unhealthy, `unexpected_status` |
+//! | ServerError | Unhealthy, `server_error` |
+//! | Transport(kind) | Unhealthy, the kind (`connection_refused`, `timeout`, ...) |
+//! | Cancelled, Local | no verdict |
+//!
+//! See [`verdict`], a pure function.
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `registry` | yes | reserved for the per-backend health registry |
+//! | `hyper-util` | no | recognises `hyper_util::client::legacy::Error` in error chains: connect-phase timeouts become `ConnectTimeout`, client misuse becomes `Local(InvalidRequest)` |
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -271,3 +271,152 @@ impl HealthSink for LogSink {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{HealthStatus, Reason};
+    use http::StatusCode;
+    use std::sync::{Arc, Mutex};
+
+    fn report_with(sink: &dyn HealthSink, outcome: &Outcome) {
+        let strategy = sink.strategy();
+        sink.report(&HealthReport::new(
+            outcome,
+            &strategy,
+            Credentials::NotSent,
+            Origin::Probe,
+            Duration::from_millis(1),
+            sink.slow_threshold(),
+        ));
+    }
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    struct Named(&'static str, AuthStrategy, Arc<Seen>);
+
+    impl HealthSink for Named {
+        fn strategy(&self) -> AuthStrategy {
+            self.1.clone()
+        }
+        fn slow_threshold(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn report(&self, report: &HealthReport<'_>) {
+            let verdict = report.verdict.map(|v| v.to_string()).unwrap_or_default();
+            self.2
+                .0
+                .lock()
+                .unwrap()
+                .push(format!("{}: {} {verdict}", self.0, report.outcome));
+        }
+    }
+
+    #[test]
+    fn unit_sink_judges_as_unauthenticated_and_drops_reports() {
+        assert_eq!(().strategy(), AuthStrategy::Unauthenticated);
+        assert_eq!(().slow_threshold(), DEFAULT_SLOW_THRESHOLD);
+        report_with(&(), &Outcome::Success(StatusCode::OK));
+    }
+
+    #[test]
+    fn pair_reports_to_both_in_order_with_the_first_ones_strategy() {
+        let seen = Arc::new(Seen::default());
+        let pair = (
+            Named("a", AuthStrategy::UpstreamInject, seen.clone()),
+            Named("b", AuthStrategy::Unauthenticated, seen.clone()),
+        );
+        assert_eq!(pair.strategy(), AuthStrategy::UpstreamInject);
+        assert_eq!(pair.slow_threshold(), Duration::from_secs(1));
+        report_with(&pair, &Outcome::ServerError(StatusCode::BAD_GATEWAY));
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [
+                "a: server_error 502 unhealthy (server_error)",
+                "b: server_error 502 unhealthy (server_error)"
+            ]
+        );
+    }
+
+    #[test]
+    fn arc_and_box_delegate_everything() {
+        let seen = Arc::new(Seen::default());
+        let arc: Arc<dyn HealthSink> =
+            Arc::new(Named("arc", AuthStrategy::TokenExchange, seen.clone()));
+        let boxed: Box<dyn HealthSink> =
+            Box::new(Named("box", AuthStrategy::HeaderInjection, seen.clone()));
+        assert_eq!(arc.strategy(), AuthStrategy::TokenExchange);
+        assert_eq!(boxed.strategy(), AuthStrategy::HeaderInjection);
+        assert_eq!(arc.slow_threshold(), Duration::from_secs(1));
+        report_with(&arc, &Outcome::Cancelled);
+        report_with(&boxed, &Outcome::Cancelled);
+        assert_eq!(*seen.0.lock().unwrap(), ["arc: cancelled ", "box: cancelled "]);
+    }
+
+    #[test]
+    fn closure_sink_has_a_fixed_strategy() {
+        let verdicts = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let verdicts = verdicts.clone();
+            sink_fn(AuthStrategy::UpstreamInject, move |report| {
+                verdicts.lock().unwrap().push(report.verdict.unwrap());
+            })
+        };
+        let outcome = crate::classify::classify_response(
+            StatusCode::UNAUTHORIZED,
+            &http::HeaderMap::new(),
+        );
+        report_with(&sink, &outcome);
+        assert_eq!(
+            *verdicts.lock().unwrap(),
+            [crate::Verdict::new(
+                HealthStatus::Healthy,
+                Reason::ExpectedChallenge
+            )]
+        );
+        assert!(format!("{sink:?}").contains("UpstreamInject"));
+    }
+
+    /// Collects what a `tracing` subscriber writes, for assertions on log lines.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_sink_writes_one_debug_line_per_report_and_escapes_names() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // A name from a config file could hold anything; a raw newline would forge a line.
+        let sink = LogSink::new("git\nhub", AuthStrategy::UpstreamInject);
+        let headers = http::HeaderMap::new();
+        tracing::subscriber::with_default(subscriber, || {
+            report_with(&sink, &Outcome::Success(StatusCode::OK));
+            report_with(
+                &sink,
+                &crate::classify::classify_response(StatusCode::UNAUTHORIZED, &headers),
+            );
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines.iter().all(|l| l.contains("DEBUG")), "{text}");
+        assert!(lines[0].contains(r"backend=git\nhub"), "{text}");
+        assert!(lines[0].contains("status=\"healthy\""), "{text}");
+        assert!(lines[1].contains("reason=\"expected_challenge\""), "{text}");
+    }
+}

@@ -369,3 +369,313 @@ pub fn verdict(
     };
     Some(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{classify_error, classify_response};
+    use crate::error::LocalKind;
+    use http::{header, HeaderMap, HeaderValue, StatusCode};
+    use HealthStatus::{Degraded, Healthy, Unauthenticated, Unhealthy};
+
+    const SLOW: Duration = DEFAULT_SLOW_THRESHOLD;
+    const FAST: Duration = Duration::from_millis(20);
+
+    fn strategies() -> [AuthStrategy; 6] {
+        [
+            AuthStrategy::Unauthenticated,
+            AuthStrategy::HeaderInjection,
+            AuthStrategy::TokenExchange,
+            AuthStrategy::UpstreamInject,
+            AuthStrategy::custom("mtls", CredentialOwner::Gateway),
+            AuthStrategy::custom("session_cookie", CredentialOwner::User),
+        ]
+    }
+
+    fn response(status: u16, challenge: Option<&'static str>) -> Outcome {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = challenge {
+            let name = if status == 407 {
+                header::PROXY_AUTHENTICATE
+            } else {
+                header::WWW_AUTHENTICATE
+            };
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        classify_response(StatusCode::from_u16(status).unwrap(), &headers)
+    }
+
+    type Expected = Option<(HealthStatus, Reason)>;
+
+    /// One row per line of the verdict table; one expected verdict per strategy, in the
+    /// order of [`strategies`]: unauthenticated, header_injection, token_exchange,
+    /// upstream_inject, custom gateway-owned, custom user-owned.
+    struct Row {
+        name: &'static str,
+        outcome: Outcome,
+        credentials: Credentials,
+        origin: Origin,
+        latency: Duration,
+        expected: [Expected; 6],
+    }
+
+    fn all(status: HealthStatus, reason: Reason) -> [Expected; 6] {
+        [Some((status, reason)); 6]
+    }
+
+    fn rows() -> Vec<Row> {
+        use Credentials::{NotSent, Sent};
+        let bearer_invalid = Some(r#"Bearer error="invalid_token""#);
+        let bearer_scope = Some(r#"Bearer error="insufficient_scope", scope="admin""#);
+        let no_auth = Some((Unauthenticated, Reason::NoAuthConfigured));
+        let expected = Some((Healthy, Reason::ExpectedChallenge));
+        let rejected = Some((Unauthenticated, Reason::CredentialsRejected));
+        let user = Some((Healthy, Reason::UserCredentialsRejected));
+        let scope = Some((Unauthenticated, Reason::InsufficientScope));
+        vec![
+            Row {
+                name: "success within the slow threshold is healthy",
+                outcome: response(200, None),
+                credentials: NotSent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: all(Healthy, Reason::Ok),
+            },
+            Row {
+                name: "success exactly at the slow threshold is still healthy",
+                outcome: response(204, None),
+                credentials: Sent,
+                origin: Origin::Probe,
+                latency: SLOW,
+                expected: all(Healthy, Reason::Ok),
+            },
+            Row {
+                name: "success slower than the threshold is degraded",
+                outcome: response(200, None),
+                credentials: NotSent,
+                origin: Origin::Probe,
+                latency: SLOW + Duration::from_millis(1),
+                expected: all(Degraded, Reason::Slow),
+            },
+            Row {
+                name: "401 without credentials: expected unless no strategy",
+                outcome: response(401, bearer_invalid),
+                credentials: NotSent,
+                origin: Origin::Probe,
+                latency: FAST,
+                expected: [no_auth, expected, expected, expected, expected, expected],
+            },
+            Row {
+                name: "403 without credentials: expected unless no strategy",
+                outcome: response(403, None),
+                credentials: NotSent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: [no_auth, expected, expected, expected, expected, expected],
+            },
+            Row {
+                name: "401 with credentials: gateway's rejected, user's the user's problem",
+                outcome: response(401, bearer_invalid),
+                credentials: Sent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: [no_auth, rejected, rejected, user, rejected, user],
+            },
+            Row {
+                name: "403 insufficient_scope with the gateway's credentials names the scope",
+                outcome: response(403, bearer_scope),
+                credentials: Sent,
+                origin: Origin::Probe,
+                latency: FAST,
+                expected: [no_auth, scope, scope, user, scope, user],
+            },
+            Row {
+                name: "401 insufficient_scope is not a scope problem (only 403 is)",
+                outcome: response(401, bearer_scope),
+                credentials: Sent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: [no_auth, rejected, rejected, user, rejected, user],
+            },
+            Row {
+                name: "407 blames the proxy whatever the strategy or credentials",
+                outcome: response(407, Some(r#"Basic realm="corp""#)),
+                credentials: Sent,
+                origin: Origin::Probe,
+                latency: FAST,
+                expected: all(Unhealthy, Reason::ProxyAuthRequired),
+            },
+            Row {
+                name: "407 without credentials blames the proxy too",
+                outcome: response(407, None),
+                credentials: NotSent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: all(Unhealthy, Reason::ProxyAuthRequired),
+            },
+            Row {
+                name: "429 is throttled",
+                outcome: response(429, None),
+                credentials: NotSent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: all(Degraded, Reason::Throttled),
+            },
+            Row {
+                name: "408 is throttled",
+                outcome: response(408, None),
+                credentials: Sent,
+                origin: Origin::Probe,
+                latency: FAST,
+                expected: all(Degraded, Reason::Throttled),
+            },
+            Row {
+                name: "4xx on traffic is the caller's mistake",
+                outcome: response(404, None),
+                credentials: NotSent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: all(Healthy, Reason::Ok),
+            },
+            Row {
+                name: "4xx on a probe is unexpected",
+                outcome: response(404, None),
+                credentials: NotSent,
+                origin: Origin::Probe,
+                latency: FAST,
+                expected: all(Unhealthy, Reason::UnexpectedStatus),
+            },
+            Row {
+                name: "5xx is a server error",
+                outcome: response(503, None),
+                credentials: NotSent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: all(Unhealthy, Reason::ServerError),
+            },
+            Row {
+                name: "refused is unhealthy with the kind as reason",
+                outcome: Outcome::Transport(TransportKind::ConnectionRefused),
+                credentials: NotSent,
+                origin: Origin::Probe,
+                latency: FAST,
+                expected: all(Unhealthy, Reason::Transport(TransportKind::ConnectionRefused)),
+            },
+            Row {
+                name: "a timeout is unhealthy even when slow",
+                outcome: Outcome::Transport(TransportKind::Timeout),
+                credentials: Sent,
+                origin: Origin::Traffic,
+                latency: SLOW * 2,
+                expected: all(Unhealthy, Reason::Transport(TransportKind::Timeout)),
+            },
+            Row {
+                name: "cancelled never counts",
+                outcome: Outcome::Cancelled,
+                credentials: Sent,
+                origin: Origin::Probe,
+                latency: SLOW * 2,
+                expected: [None; 6],
+            },
+            Row {
+                name: "local failures never count",
+                outcome: Outcome::Local(LocalKind::InvalidRequest),
+                credentials: NotSent,
+                origin: Origin::Probe,
+                latency: FAST,
+                expected: [None; 6],
+            },
+        ]
+    }
+
+    #[test]
+    fn verdict_table_for_every_strategy() {
+        for row in rows() {
+            for (strategy, want) in strategies().iter().zip(row.expected) {
+                let got = verdict(
+                    &row.outcome,
+                    strategy,
+                    row.credentials,
+                    row.origin,
+                    row.latency,
+                    SLOW,
+                )
+                .map(|v| (v.status, v.reason));
+                assert_eq!(got, want, "{} (strategy {strategy})", row.name);
+            }
+        }
+    }
+
+    /// An error from a client library that turned a 401 into text, as the motivating
+    /// gateway's MCP client did.
+    #[derive(Debug)]
+    struct Flattened(&'static str);
+
+    impl fmt::Display for Flattened {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Flattened {}
+
+    #[test]
+    fn flattened_authorization_required_is_judged_by_strategy() {
+        let outcome = classify_error(&Flattened("transport error: authorization required"));
+        assert!(matches!(outcome, Outcome::Auth(_)), "{outcome:?}");
+        let judge = |strategy: &AuthStrategy| {
+            verdict(&outcome, strategy, Credentials::NotSent, Origin::Probe, FAST, SLOW)
+                .map(|v| (v.status, v.reason))
+        };
+        for strategy in [
+            AuthStrategy::UpstreamInject,
+            AuthStrategy::TokenExchange,
+            AuthStrategy::HeaderInjection,
+        ] {
+            assert_eq!(
+                judge(&strategy),
+                Some((Healthy, Reason::ExpectedChallenge)),
+                "{strategy}"
+            );
+        }
+        assert_eq!(
+            judge(&AuthStrategy::Unauthenticated),
+            Some((Unauthenticated, Reason::NoAuthConfigured))
+        );
+    }
+
+    #[test]
+    fn a_required_authorization_field_is_not_an_auth_error() {
+        let outcome = classify_error(&Flattened("validation failed: field 'authorization' required"));
+        assert!(!matches!(outcome, Outcome::Auth(_)), "{outcome:?}");
+        let v = verdict(
+            &outcome,
+            &AuthStrategy::UpstreamInject,
+            Credentials::NotSent,
+            Origin::Probe,
+            FAST,
+            SLOW,
+        )
+        .unwrap();
+        assert!(v.is_bad(), "{v}");
+    }
+
+    #[test]
+    fn names_are_snake_case() {
+        let strategies = strategies();
+        let names: Vec<&str> = strategies.iter().map(AuthStrategy::name).collect();
+        assert_eq!(
+            names,
+            [
+                "unauthenticated",
+                "header_injection",
+                "token_exchange",
+                "upstream_inject",
+                "mtls",
+                "session_cookie"
+            ]
+        );
+        assert_eq!(Reason::Transport(TransportKind::ConnectTimeout).as_str(), "connect_timeout");
+        assert_eq!(HealthStatus::Unauthenticated.to_string(), "unauthenticated");
+    }
+}

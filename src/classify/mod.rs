@@ -14,5 +14,3 @@ pub use self::chain::classify_error;
 pub use self::challenge::{parse_challenges, Challenge};
 pub use self::classifier::{classify_response, Classifier, DefaultClassifier};
 pub use self::outcome::{BearerError, Outcome};
-
-pub(crate) use self::challenge::parse_challenge_values;
