@@ -9,6 +9,8 @@
 //!
 //! Every backend listens on 127.0.0.1; nothing leaves this machine.
 
+#![allow(clippy::print_stdout)] // printing is what this example is for
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

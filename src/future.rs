@@ -3,10 +3,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Response;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
 use crate::classify::{Classifier, Outcome};
 use crate::error::{BackendError, BoxError};
@@ -52,12 +53,14 @@ struct State<K, C> {
 
 impl<K, C> State<K, C> {
     fn exchange(&self) -> Exchange<'_, K, C> {
+        let at = Instant::now();
         Exchange {
             sink: &self.sink,
             classifier: &self.classifier,
             credentials: self.credentials,
             origin: self.origin,
-            latency: self.start.elapsed(),
+            latency: at.saturating_duration_since(self.start),
+            at,
         }
     }
 }
@@ -118,6 +121,7 @@ pub(crate) struct Exchange<'a, K, C> {
     pub(crate) credentials: Credentials,
     pub(crate) origin: Origin,
     pub(crate) latency: Duration,
+    pub(crate) at: Instant,
 }
 
 impl<K: HealthSink, C> Exchange<'_, K, C> {
@@ -129,6 +133,7 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
             self.credentials,
             self.origin,
             self.latency,
+            self.at,
             self.sink.slow_threshold(),
         );
         self.sink.report(&report);

@@ -146,6 +146,8 @@ mod classify;
 mod error;
 pub mod future;
 mod layer;
+#[cfg(feature = "registry")]
+mod registry;
 mod service;
 mod sink;
 mod verdict;
@@ -156,6 +158,11 @@ pub use crate::classify::{
 };
 pub use crate::error::{AuthError, BackendError, BoxError, LocalKind, TransportKind};
 pub use crate::layer::HealthClassifyLayer;
+#[cfg(feature = "registry")]
+pub use crate::registry::{
+    BackendHandle, BackendHealth, HealthRegistry, Phase, Policy, Snapshot, Summary, Transition,
+    Transitions,
+};
 pub use crate::service::HealthClassify;
 pub use crate::sink::{sink_fn, HealthReport, HealthSink, LogSink, SinkFn};
 pub use crate::verdict::{

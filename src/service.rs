@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{header, HeaderName, Request, Response};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::classify::Classifier;
@@ -108,6 +109,7 @@ where
                     credentials: Credentials::NotSent,
                     origin: Origin::Traffic,
                     latency: Duration::ZERO,
+                    at: Instant::now(),
                 };
                 Poll::Ready(Err(exchange.error(error.into())))
             }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::classify::Outcome;
 use crate::verdict::{
     verdict, AuthStrategy, Credentials, Origin, Verdict, DEFAULT_SLOW_THRESHOLD,
@@ -29,6 +31,7 @@ use crate::verdict::{
 ///     Credentials::NotSent,
 ///     Origin::Traffic,
 ///     Duration::from_millis(3),
+///     tokio::time::Instant::now(),
 ///     DEFAULT_SLOW_THRESHOLD,
 /// );
 /// assert_eq!(report.verdict.unwrap().status, HealthStatus::Healthy);
@@ -48,16 +51,21 @@ pub struct HealthReport<'a> {
     pub origin: Origin,
     /// From the call to the response or error (or to the drop, for `Cancelled`).
     pub latency: Duration,
+    /// When the exchange ended. A tokio `Instant`, so that it follows paused time in
+    /// tests; outside a paused runtime it is the monotonic clock.
+    pub at: Instant,
 }
 
 impl<'a> HealthReport<'a> {
-    /// A report, with its verdict judged by [`verdict`].
+    /// A report of an exchange that ended at `at` after `latency`, with its verdict judged
+    /// by [`verdict`].
     pub fn new(
         outcome: &'a Outcome,
         strategy: &'a AuthStrategy,
         credentials: Credentials,
         origin: Origin,
         latency: Duration,
+        at: Instant,
         slow_threshold: Duration,
     ) -> Self {
         HealthReport {
@@ -67,6 +75,7 @@ impl<'a> HealthReport<'a> {
             credentials,
             origin,
             latency,
+            at,
         }
     }
 }
@@ -287,6 +296,7 @@ mod tests {
             Credentials::NotSent,
             Origin::Probe,
             Duration::from_millis(1),
+            Instant::now(),
             sink.slow_threshold(),
         ));
     }

@@ -370,6 +370,47 @@ pub fn verdict(
     Some(v)
 }
 
+/// Serialized as their snake_case names (`upstream_inject`, `healthy`, `expected_challenge`,
+/// `connection_refused`), or a custom strategy's own name.
+#[cfg(feature = "serde")]
+mod serialize {
+    use super::{AuthStrategy, CredentialOwner, HealthStatus, Reason, Verdict};
+    use crate::error::{LocalKind, TransportKind};
+
+    macro_rules! as_str {
+        ($($ty:ty => $f:expr),* $(,)?) => {$(
+            impl serde::Serialize for $ty {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    let f: fn(&$ty) -> &str = $f;
+                    s.serialize_str(f(self))
+                }
+            }
+        )*};
+    }
+
+    as_str! {
+        AuthStrategy => AuthStrategy::name,
+        HealthStatus => |s| s.as_str(),
+        Reason => |r| r.as_str(),
+        TransportKind => |k| k.as_str(),
+        LocalKind => |k| k.as_str(),
+        CredentialOwner => |o| match o {
+            CredentialOwner::Gateway => "gateway",
+            CredentialOwner::User => "user",
+        },
+    }
+
+    impl serde::Serialize for Verdict {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut v = s.serialize_struct("Verdict", 2)?;
+            v.serialize_field("status", &self.status)?;
+            v.serialize_field("reason", &self.reason)?;
+            v.end()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,300 @@
+//! The state machine of one backend, as pure functions, and the compact encodings the
+//! lock-free path stores in atomics.
+
+use crate::classify::Outcome;
+use crate::error::TransportKind;
+use crate::registry::Policy;
+use crate::verdict::{HealthStatus, Reason, Verdict};
+
+/// The two runs the lock-free path needs, packed in one `u64` so that one
+/// compare-and-swap moves both: Good verdicts in a row (high half) and non-Good verdicts
+/// in a row (low half). At most one of them is non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Runs {
+    pub(crate) good: u32,
+    pub(crate) not_good: u32,
+}
+
+impl Runs {
+    pub(crate) fn pack(self) -> u64 {
+        (u64::from(self.good) << 32) | u64::from(self.not_good)
+    }
+
+    pub(crate) fn unpack(word: u64) -> Self {
+        Runs {
+            good: (word >> 32) as u32,
+            not_good: word as u32,
+        }
+    }
+
+    /// The runs after one more verdict.
+    pub(crate) fn after(self, good: bool) -> Self {
+        if good {
+            Runs {
+                good: self.good.saturating_add(1),
+                not_good: 0,
+            }
+        } else {
+            Runs {
+                good: 0,
+                not_good: self.not_good.saturating_add(1),
+            }
+        }
+    }
+}
+
+/// The status after a verdict (the table of DESIGN §6.2). `runs` and `bad_run` already
+/// count this verdict.
+pub(crate) fn next_status(
+    from: HealthStatus,
+    verdict: Verdict,
+    runs: Runs,
+    bad_run: u64,
+    policy: &Policy,
+) -> HealthStatus {
+    let threshold = |n: u32| u64::from(n.max(1));
+    if verdict.is_good() {
+        if from.is_bad() && u64::from(runs.good) < threshold(policy.healthy_threshold) {
+            return from;
+        }
+        return HealthStatus::Healthy;
+    }
+    if verdict.is_bad() && bad_run >= threshold(policy.unhealthy_threshold) {
+        return verdict.status;
+    }
+    if from.is_bad() {
+        // Soft verdicts, and Bad ones below the threshold, never recover a Bad backend.
+        return from;
+    }
+    if u64::from(runs.not_good) >= threshold(policy.degraded_threshold) {
+        return HealthStatus::Degraded;
+    }
+    from
+}
+
+pub(crate) fn status_code(status: HealthStatus) -> u8 {
+    match status {
+        HealthStatus::Unknown => 0,
+        HealthStatus::Healthy => 1,
+        HealthStatus::Degraded => 2,
+        HealthStatus::Unhealthy => 3,
+        HealthStatus::Unauthenticated => 4,
+    }
+}
+
+pub(crate) fn status_from_code(code: u8) -> HealthStatus {
+    match code {
+        1 => HealthStatus::Healthy,
+        2 => HealthStatus::Degraded,
+        3 => HealthStatus::Unhealthy,
+        4 => HealthStatus::Unauthenticated,
+        _ => HealthStatus::Unknown,
+    }
+}
+
+const TRANSPORT_KINDS: [TransportKind; 10] = [
+    TransportKind::ConnectionRefused,
+    TransportKind::Dns,
+    TransportKind::ConnectTimeout,
+    TransportKind::Timeout,
+    TransportKind::Tls,
+    TransportKind::Closed,
+    TransportKind::Reset,
+    TransportKind::Unreachable,
+    TransportKind::Protocol,
+    TransportKind::Other,
+];
+
+const REASONS: [Reason; 11] = [
+    Reason::Ok,
+    Reason::Slow,
+    Reason::NoAuthConfigured,
+    Reason::ExpectedChallenge,
+    Reason::CredentialsRejected,
+    Reason::InsufficientScope,
+    Reason::UserCredentialsRejected,
+    Reason::ProxyAuthRequired,
+    Reason::Throttled,
+    Reason::UnexpectedStatus,
+    Reason::ServerError,
+];
+
+/// 0 means "no reason yet"; then the plain reasons; then one code per transport kind.
+pub(crate) fn reason_code(reason: Reason) -> u8 {
+    let index = match reason {
+        Reason::Transport(kind) => {
+            REASONS.len() + TRANSPORT_KINDS.iter().position(|k| *k == kind).unwrap_or(9)
+        }
+        plain => REASONS.iter().position(|r| *r == plain).unwrap_or(0),
+    };
+    index as u8 + 1
+}
+
+pub(crate) fn reason_from_code(code: u8) -> Option<Reason> {
+    let index = usize::from(code.checked_sub(1)?);
+    REASONS.get(index).copied().or_else(|| {
+        TRANSPORT_KINDS
+            .get(index - REASONS.len())
+            .map(|kind| Reason::Transport(*kind))
+    })
+}
+
+const OUTCOMES: [&str; 10] = [
+    "success",
+    "client_error",
+    "unauthorized",
+    "forbidden",
+    "proxy_authentication_required",
+    "throttled",
+    "server_error",
+    "transport",
+    "cancelled",
+    "local",
+];
+
+/// 0 means "no outcome yet".
+pub(crate) fn outcome_code(outcome: &Outcome) -> u8 {
+    let name = outcome.as_str();
+    OUTCOMES.iter().position(|o| *o == name).map_or(0, |i| i as u8 + 1)
+}
+
+pub(crate) fn outcome_from_code(code: u8) -> Option<&'static str> {
+    OUTCOMES.get(usize::from(code.checked_sub(1)?)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HealthStatus::{Degraded, Healthy, Unauthenticated, Unhealthy, Unknown};
+
+    const GOOD: Verdict = Verdict::new(Healthy, Reason::Ok);
+    const SOFT: Verdict = Verdict::new(Degraded, Reason::Throttled);
+    const DOWN: Verdict = Verdict::new(Unhealthy, Reason::ServerError);
+    const LOCKED: Verdict = Verdict::new(Unauthenticated, Reason::CredentialsRejected);
+
+    /// Feeds `verdicts` from `Unknown` and returns the status after each one.
+    fn run(policy: &Policy, verdicts: &[Verdict]) -> Vec<HealthStatus> {
+        let mut status = Unknown;
+        let mut runs = Runs::default();
+        let mut bad_run = 0;
+        verdicts
+            .iter()
+            .map(|v| {
+                runs = runs.after(v.is_good());
+                bad_run = if v.is_bad() { bad_run + 1 } else { 0 };
+                status = next_status(status, *v, runs, bad_run, policy);
+                status
+            })
+            .collect()
+    }
+
+    fn policy(unhealthy: u32, healthy: u32, degraded: u32) -> Policy {
+        let mut p = Policy::default();
+        p.unhealthy_threshold = unhealthy;
+        p.healthy_threshold = healthy;
+        p.degraded_threshold = degraded;
+        p
+    }
+
+    #[test]
+    fn state_machine_rows() {
+        let defaults = Policy::default();
+        let cases: &[(&str, Policy, &[Verdict], &[HealthStatus])] = &[
+            ("one good verdict makes an unknown backend healthy", defaults.clone(), &[GOOD], &[Healthy]),
+            (
+                "bad verdicts degrade, then flip at the unhealthy threshold",
+                defaults.clone(),
+                &[DOWN, DOWN, DOWN],
+                &[Unknown, Degraded, Unhealthy],
+            ),
+            (
+                "five failures then one success stays unhealthy; the second recovers",
+                defaults.clone(),
+                &[DOWN, DOWN, DOWN, DOWN, DOWN, GOOD, GOOD],
+                &[Unknown, Degraded, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy],
+            ),
+            (
+                "unhealthy threshold 1 flips on the first failure",
+                policy(1, 2, 2),
+                &[GOOD, DOWN],
+                &[Healthy, Unhealthy],
+            ),
+            (
+                "while bad, the latest bad verdict decides between the two bad statuses",
+                defaults.clone(),
+                &[DOWN, DOWN, DOWN, LOCKED, DOWN],
+                &[Unknown, Degraded, Unhealthy, Unauthenticated, Unhealthy],
+            ),
+            (
+                "soft verdicts never recover a bad backend",
+                defaults.clone(),
+                &[DOWN, DOWN, DOWN, SOFT, SOFT, SOFT, GOOD, SOFT, GOOD, GOOD],
+                &[
+                    Unknown, Degraded, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy,
+                    Unhealthy, Unhealthy, Healthy,
+                ],
+            ),
+            (
+                "a soft verdict breaks a bad run",
+                defaults.clone(),
+                &[GOOD, DOWN, DOWN, SOFT, DOWN, DOWN],
+                &[Healthy, Healthy, Degraded, Degraded, Degraded, Degraded],
+            ),
+            (
+                "soft verdicts degrade a healthy backend at the degraded threshold",
+                defaults.clone(),
+                &[GOOD, SOFT, SOFT, GOOD],
+                &[Healthy, Healthy, Degraded, Healthy],
+            ),
+            (
+                "one good verdict heals a degraded backend",
+                policy(3, 5, 1),
+                &[SOFT, GOOD],
+                &[Degraded, Healthy],
+            ),
+            (
+                "a good verdict in a bad backend below the threshold does not count twice",
+                policy(2, 3, 2),
+                &[DOWN, DOWN, GOOD, GOOD, DOWN, GOOD, GOOD, GOOD],
+                &[Unknown, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy],
+            ),
+            (
+                "zero thresholds act as one",
+                policy(0, 0, 0),
+                &[SOFT, DOWN, GOOD],
+                &[Degraded, Unhealthy, Healthy],
+            ),
+        ];
+        for (name, policy, verdicts, want) in cases {
+            assert_eq!(run(policy, verdicts), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn runs_pack_and_saturate() {
+        let runs = Runs {
+            good: u32::MAX,
+            not_good: 0,
+        };
+        assert_eq!(Runs::unpack(runs.pack()), runs);
+        assert_eq!(runs.after(true).good, u32::MAX);
+        assert_eq!(runs.after(false), Runs { good: 0, not_good: 1 });
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for status in [Unknown, Healthy, Degraded, Unhealthy, Unauthenticated] {
+            assert_eq!(status_from_code(status_code(status)), status);
+        }
+        let reasons = REASONS
+            .iter()
+            .copied()
+            .chain(TRANSPORT_KINDS.iter().map(|k| Reason::Transport(*k)));
+        for reason in reasons {
+            assert_eq!(reason_from_code(reason_code(reason)), Some(reason), "{reason}");
+        }
+        assert_eq!(reason_from_code(0), None);
+        assert_eq!(outcome_from_code(outcome_code(&Outcome::Cancelled)), Some("cancelled"));
+        assert_eq!(outcome_from_code(0), None);
+    }
+}

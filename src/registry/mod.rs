@@ -1,0 +1,14 @@
+//! The health registry: per-backend status that reports transitions, not repeats.
+
+mod backend;
+mod health_registry;
+mod machine;
+mod policy;
+mod snapshot;
+mod transition;
+
+pub use self::backend::BackendHandle;
+pub use self::health_registry::HealthRegistry;
+pub use self::policy::Policy;
+pub use self::snapshot::{BackendHealth, Phase, Snapshot, Summary};
+pub use self::transition::{Transition, Transitions};

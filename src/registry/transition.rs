@@ -1,0 +1,111 @@
+//! `Transition`: one change of a backend's status, and the stream of them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+use crate::verdict::{HealthStatus, Reason};
+
+/// One change of a backend's status.
+///
+/// # Example
+///
+/// ```
+/// use tower_health_classify::{AuthStrategy, HealthRegistry, HealthStatus, Policy};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let registry = HealthRegistry::new(Policy::default());
+/// let mut transitions = registry.subscribe();
+/// let handle = registry.register("search", AuthStrategy::Unauthenticated);
+/// # use tower_health_classify::{HealthSink, HealthReport, Outcome, Credentials, Origin};
+/// # let ok = Outcome::Success(http::StatusCode::OK);
+/// # let strategy = handle.strategy();
+/// # handle.report(&HealthReport::new(&ok, &strategy, Credentials::NotSent, Origin::Probe,
+/// #     std::time::Duration::ZERO, tokio::time::Instant::now(), handle.slow_threshold()));
+/// // ... one successful exchange through a layer reporting to `handle` ...
+/// let transition = transitions.recv().await.unwrap();
+/// assert_eq!(&*transition.backend, "search");
+/// assert_eq!((transition.from, transition.to), (HealthStatus::Unknown, HealthStatus::Healthy));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Transition {
+    /// The backend's name.
+    pub backend: Arc<str>,
+    /// The status before.
+    pub from: HealthStatus,
+    /// The status after.
+    pub to: HealthStatus,
+    /// The reason of the verdict that caused the change.
+    pub reason: Reason,
+    /// How many verdicts in a row led to it (Bad ones into Unhealthy or
+    /// Unauthenticated, Good ones into Healthy, non-Good ones into Degraded).
+    pub consecutive: u64,
+    /// When the report that caused it was made.
+    pub at: SystemTime,
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} -> {} ({}, {} in a row)",
+            self.backend.escape_debug(),
+            self.from,
+            self.to,
+            self.reason,
+            self.consecutive
+        )
+    }
+}
+
+/// The transitions of every backend of a registry, from the moment of
+/// [`HealthRegistry::subscribe`](crate::HealthRegistry::subscribe) on.
+///
+/// Reports never wait for subscribers: a subscriber that falls more than 1,024
+/// transitions behind misses the oldest ones, and [`missed`](Self::missed) counts them.
+#[derive(Debug)]
+pub struct Transitions {
+    receiver: broadcast::Receiver<Transition>,
+    missed: u64,
+}
+
+impl Transitions {
+    pub(crate) fn new(receiver: broadcast::Receiver<Transition>) -> Self {
+        Transitions {
+            receiver,
+            missed: 0,
+        }
+    }
+
+    /// The next transition; `None` once the registry and every handle are gone.
+    pub async fn recv(&mut self) -> Option<Transition> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(transition) => return Some(transition),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.missed += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next transition if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Transition> {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(transition) => return Some(transition),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.missed += n,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// How many transitions this subscriber missed by falling behind.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+}
