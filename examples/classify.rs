@@ -91,7 +91,10 @@ async fn main() {
     let scoped = backend(|| {
         Response::builder()
             .status(StatusCode::FORBIDDEN)
-            .header(header::WWW_AUTHENTICATE, r#"Bearer error="insufficient_scope", scope="admin""#)
+            .header(
+                header::WWW_AUTHENTICATE,
+                r#"Bearer error="insufficient_scope", scope="admin""#,
+            )
             .body(Empty::new())
             .unwrap()
     })
@@ -101,11 +104,36 @@ async fn main() {
 
     let cases: [(&str, SocketAddr, AuthStrategy, Option<&str>); 7] = [
         ("healthy backend", ok, AuthStrategy::Unauthenticated, None),
-        ("OAuth backend, user tokens, probe without token", oauth, AuthStrategy::UpstreamInject, None),
-        ("OAuth backend, no strategy configured", oauth, AuthStrategy::Unauthenticated, None),
-        ("OAuth backend, user's token rejected", oauth, AuthStrategy::UpstreamInject, Some("Bearer user-token")),
-        ("gateway key lacks a scope", scoped, AuthStrategy::HeaderInjection, Some("Bearer gateway-key")),
-        ("backend answers 503", failing, AuthStrategy::Unauthenticated, None),
+        (
+            "OAuth backend, user tokens, probe without token",
+            oauth,
+            AuthStrategy::UpstreamInject,
+            None,
+        ),
+        (
+            "OAuth backend, no strategy configured",
+            oauth,
+            AuthStrategy::Unauthenticated,
+            None,
+        ),
+        (
+            "OAuth backend, user's token rejected",
+            oauth,
+            AuthStrategy::UpstreamInject,
+            Some("Bearer user-token"),
+        ),
+        (
+            "gateway key lacks a scope",
+            scoped,
+            AuthStrategy::HeaderInjection,
+            Some("Bearer gateway-key"),
+        ),
+        (
+            "backend answers 503",
+            failing,
+            AuthStrategy::Unauthenticated,
+            None,
+        ),
         ("nothing listens", closed, AuthStrategy::TokenExchange, None),
     ];
 
@@ -119,15 +147,27 @@ async fn main() {
             .layer(HealthClassifyLayer::new(sink.clone()))
             .service(client.clone());
 
-        let mut request = Request::get(format!("http://{addr}/")).body(Empty::new()).unwrap();
+        let mut request = Request::get(format!("http://{addr}/"))
+            .body(Empty::new())
+            .unwrap();
         if let Some(value) = authorization {
             request
                 .headers_mut()
                 .insert(header::AUTHORIZATION, value.parse().unwrap());
         }
-        let result = service.ready().await.unwrap_or_else(|e| panic!("{e}")).call(request).await;
+        let result = service
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .call(request)
+            .await;
 
-        let (outcome, verdict) = sink.last.lock().unwrap().take().expect("one report per call");
+        let (outcome, verdict) = sink
+            .last
+            .lock()
+            .unwrap()
+            .take()
+            .expect("one report per call");
         let verdict = verdict.map_or_else(|| "not counted".to_owned(), |v| v.to_string());
         let returned = match result {
             Ok(response) => format!("Ok({})", response.status()),

@@ -403,7 +403,9 @@ impl BackendError {
                 }
                 BackendError::Auth(auth)
             }
-            Outcome::Transport(kind) if kind.is_timeout() && kind != TransportKind::ConnectTimeout => {
+            Outcome::Transport(kind)
+                if kind.is_timeout() && kind != TransportKind::ConnectTimeout =>
+            {
                 BackendError::Timeout { source }
             }
             Outcome::Transport(kind) => BackendError::Transport { kind, source },

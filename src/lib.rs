@@ -153,8 +153,8 @@ mod sink;
 mod verdict;
 
 pub use crate::classify::{
-    classify_error, classify_response, parse_challenges, text, BearerError, Challenge,
-    Classifier, DefaultClassifier, Outcome,
+    classify_error, classify_response, parse_challenges, text, BearerError, Challenge, Classifier,
+    DefaultClassifier, Outcome,
 };
 pub use crate::error::{AuthError, BackendError, BoxError, LocalKind, TransportKind};
 pub use crate::layer::HealthClassifyLayer;

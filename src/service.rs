@@ -75,7 +75,10 @@ impl<S, K, C> HealthClassify<S, K, C> {
     fn credentials<B>(&self, request: &Request<B>) -> Credentials {
         let headers = request.headers();
         let sent = headers.contains_key(header::AUTHORIZATION)
-            || self.credential_headers.iter().any(|name| headers.contains_key(name))
+            || self
+                .credential_headers
+                .iter()
+                .any(|name| headers.contains_key(name))
             || request.extensions().get::<Credentials>() == Some(&Credentials::Sent);
         if sent {
             Credentials::Sent

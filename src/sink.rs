@@ -7,9 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::classify::Outcome;
-use crate::verdict::{
-    verdict, AuthStrategy, Credentials, Origin, Verdict, DEFAULT_SLOW_THRESHOLD,
-};
+use crate::verdict::{verdict, AuthStrategy, Credentials, Origin, Verdict, DEFAULT_SLOW_THRESHOLD};
 
 /// What the layer tells a sink about one exchange. Plain data; borrowed for the call.
 ///
@@ -70,7 +68,14 @@ impl<'a> HealthReport<'a> {
     ) -> Self {
         HealthReport {
             outcome,
-            verdict: verdict(outcome, strategy, credentials, origin, latency, slow_threshold),
+            verdict: verdict(
+                outcome,
+                strategy,
+                credentials,
+                origin,
+                latency,
+                slow_threshold,
+            ),
             strategy,
             credentials,
             origin,
@@ -316,7 +321,7 @@ mod tests {
         fn report(&self, report: &HealthReport<'_>) {
             let verdict = report.verdict.map(|v| v.to_string()).unwrap_or_default();
             self.2
-                .0
+                 .0
                 .lock()
                 .unwrap()
                 .push(format!("{}: {} {verdict}", self.0, report.outcome));
@@ -361,7 +366,10 @@ mod tests {
         assert_eq!(arc.slow_threshold(), Duration::from_secs(1));
         report_with(&arc, &Outcome::Cancelled);
         report_with(&boxed, &Outcome::Cancelled);
-        assert_eq!(*seen.0.lock().unwrap(), ["arc: cancelled ", "box: cancelled "]);
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            ["arc: cancelled ", "box: cancelled "]
+        );
     }
 
     #[test]
@@ -373,10 +381,8 @@ mod tests {
                 verdicts.lock().unwrap().push(report.verdict.unwrap());
             })
         };
-        let outcome = crate::classify::classify_response(
-            StatusCode::UNAUTHORIZED,
-            &http::HeaderMap::new(),
-        );
+        let outcome =
+            crate::classify::classify_response(StatusCode::UNAUTHORIZED, &http::HeaderMap::new());
         report_with(&sink, &outcome);
         assert_eq!(
             *verdicts.lock().unwrap(),

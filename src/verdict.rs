@@ -182,7 +182,10 @@ impl HealthStatus {
 
     /// Whether this is `Unhealthy` or `Unauthenticated`.
     pub fn is_bad(self) -> bool {
-        matches!(self, HealthStatus::Unhealthy | HealthStatus::Unauthenticated)
+        matches!(
+            self,
+            HealthStatus::Unhealthy | HealthStatus::Unauthenticated
+        )
     }
 }
 
@@ -600,7 +603,10 @@ mod tests {
                 credentials: NotSent,
                 origin: Origin::Probe,
                 latency: FAST,
-                expected: all(Unhealthy, Reason::Transport(TransportKind::ConnectionRefused)),
+                expected: all(
+                    Unhealthy,
+                    Reason::Transport(TransportKind::ConnectionRefused),
+                ),
             },
             Row {
                 name: "a timeout is unhealthy even when slow",
@@ -665,8 +671,15 @@ mod tests {
         let outcome = classify_error(&Flattened("transport error: authorization required"));
         assert!(matches!(outcome, Outcome::Auth(_)), "{outcome:?}");
         let judge = |strategy: &AuthStrategy| {
-            verdict(&outcome, strategy, Credentials::NotSent, Origin::Probe, FAST, SLOW)
-                .map(|v| (v.status, v.reason))
+            verdict(
+                &outcome,
+                strategy,
+                Credentials::NotSent,
+                Origin::Probe,
+                FAST,
+                SLOW,
+            )
+            .map(|v| (v.status, v.reason))
         };
         for strategy in [
             AuthStrategy::UpstreamInject,
@@ -687,7 +700,9 @@ mod tests {
 
     #[test]
     fn a_required_authorization_field_is_not_an_auth_error() {
-        let outcome = classify_error(&Flattened("validation failed: field 'authorization' required"));
+        let outcome = classify_error(&Flattened(
+            "validation failed: field 'authorization' required",
+        ));
         assert!(!matches!(outcome, Outcome::Auth(_)), "{outcome:?}");
         let v = verdict(
             &outcome,
@@ -716,7 +731,10 @@ mod tests {
                 "session_cookie"
             ]
         );
-        assert_eq!(Reason::Transport(TransportKind::ConnectTimeout).as_str(), "connect_timeout");
+        assert_eq!(
+            Reason::Transport(TransportKind::ConnectTimeout).as_str(),
+            "connect_timeout"
+        );
         assert_eq!(HealthStatus::Unauthenticated.to_string(), "unauthenticated");
     }
 }

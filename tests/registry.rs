@@ -66,7 +66,8 @@ fn respond(status: StatusCode) -> Response<()> {
 
 /// Sends one probe with the given answer through a layer reporting to `handle`.
 async fn probe(handle: &BackendHandle, status: StatusCode) {
-    let backend = service_fn(move |_req: Request<()>| async move { Ok::<_, Infallible>(respond(status)) });
+    let backend =
+        service_fn(move |_req: Request<()>| async move { Ok::<_, Infallible>(respond(status)) });
     let mut service = HealthClassifyLayer::new(handle.clone())
         .pass_through_auth()
         .layer(backend);
@@ -76,10 +77,10 @@ async fn probe(handle: &BackendHandle, status: StatusCode) {
 }
 
 /// Reports `outcome` directly, as a layer would, at the current (paused) time.
-fn report(handle: &BackendHandle, outcome: Outcome, credentials: Credentials) {
+fn report(handle: &BackendHandle, outcome: &Outcome, credentials: Credentials) {
     let strategy = handle.strategy();
     handle.report(&HealthReport::new(
-        &outcome,
+        outcome,
         &strategy,
         credentials,
         Origin::Probe,
@@ -99,16 +100,24 @@ async fn a_day_of_failures_every_30s_logs_a_few_dozen_warnings() {
         advance(Duration::from_secs(30)).await;
     }
     let warns = logs.count("WARN");
-    println!("WARN lines in 24 h of failures every 30 s: {warns}");
+    eprintln!("WARN lines in 24 h of failures every 30 s: {warns}");
     assert!(warns <= 35, "{warns} WARN lines in 24 h");
     // One transition into Unhealthy, then reminders at 1, 2, 4, ... 32 min, then hourly.
     assert!(warns >= 25, "reminders keep coming: {warns}");
-    assert_eq!(logs.count("INFO"), 1, "Unknown -> Degraded once:\n{}", logs.text());
+    assert_eq!(
+        logs.count("INFO"),
+        1,
+        "Unknown -> Degraded once:\n{}",
+        logs.text()
+    );
     assert_eq!(handle.status(), HealthStatus::Unhealthy);
     assert_eq!(handle.health().failures, 2_880);
     let text = logs.text();
     assert!(text.contains("backend still unhealthy"), "{text}");
-    assert!(text.contains("failures=2"), "the reminder counts failures: {text}");
+    assert!(
+        text.contains("failures=2"),
+        "the reminder counts failures: {text}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -170,15 +179,32 @@ async fn cancelled_and_local_outcomes_touch_no_counter() {
     let (logs, _guard) = Logs::capture();
     let registry = HealthRegistry::new(Policy::default());
     let handle = registry.register("api", AuthStrategy::Unauthenticated);
-    report(&handle, Outcome::Success(StatusCode::OK), Credentials::NotSent);
+    report(
+        &handle,
+        &Outcome::Success(StatusCode::OK),
+        Credentials::NotSent,
+    );
     let before = handle.health();
     for _ in 0..10 {
-        report(&handle, Outcome::Cancelled, Credentials::NotSent);
-        report(&handle, Outcome::Local(LocalKind::Overloaded), Credentials::NotSent);
-        report(&handle, Outcome::Local(LocalKind::InvalidRequest), Credentials::NotSent);
+        report(&handle, &Outcome::Cancelled, Credentials::NotSent);
+        report(
+            &handle,
+            &Outcome::Local(LocalKind::Overloaded),
+            Credentials::NotSent,
+        );
+        report(
+            &handle,
+            &Outcome::Local(LocalKind::InvalidRequest),
+            Credentials::NotSent,
+        );
     }
     assert_eq!(handle.health(), before);
-    assert_eq!(logs.count("WARN"), 1, "a misconfiguration is said once: {}", logs.text());
+    assert_eq!(
+        logs.count("WARN"),
+        1,
+        "a misconfiguration is said once: {}",
+        logs.text()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,10 +215,17 @@ async fn a_strategy_change_applies_to_the_next_report_and_keeps_the_state() {
     let handle = registry.register("mcp", AuthStrategy::Unauthenticated);
     probe(&handle, StatusCode::UNAUTHORIZED).await;
     assert_eq!(handle.status(), HealthStatus::Unauthenticated);
-    assert_eq!(handle.health().reason.unwrap().as_str(), "no_auth_configured");
+    assert_eq!(
+        handle.health().reason.unwrap().as_str(),
+        "no_auth_configured"
+    );
 
     assert!(registry.set_strategy("mcp", AuthStrategy::UpstreamInject));
-    assert_eq!(handle.status(), HealthStatus::Unauthenticated, "no history rewritten");
+    assert_eq!(
+        handle.status(),
+        HealthStatus::Unauthenticated,
+        "no history rewritten"
+    );
     assert_eq!(handle.health().checks, 1);
     probe(&handle, StatusCode::UNAUTHORIZED).await;
     let health = handle.health();
@@ -246,13 +279,16 @@ async fn snapshot_summary_and_phase() {
     for _ in 0..3 {
         report(
             &down,
-            Outcome::Transport(TransportKind::ConnectionRefused),
+            &Outcome::Transport(TransportKind::ConnectionRefused),
             Credentials::Sent,
         );
     }
     let snapshot = registry.snapshot();
     assert_eq!(snapshot.phase, Phase::Degraded);
-    assert_eq!((snapshot.summary.healthy, snapshot.summary.unhealthy), (1, 1));
+    assert_eq!(
+        (snapshot.summary.healthy, snapshot.summary.unhealthy),
+        (1, 1)
+    );
     assert_eq!(snapshot.summary, registry.summary());
     let names: Vec<_> = snapshot.backends.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["a-down", "b-ok"], "sorted by name");
@@ -260,7 +296,10 @@ async fn snapshot_summary_and_phase() {
     assert_eq!(down.status, HealthStatus::Unhealthy);
     assert_eq!(down.consecutive_failures, 3);
     assert_eq!(down.last_outcome, Some("transport"));
-    assert_eq!(down.last_error.as_deref(), Some("transport connection_refused"));
+    assert_eq!(
+        down.last_error.as_deref(),
+        Some("transport connection_refused")
+    );
     assert!(down.last_checked.is_some());
 
     registry.remove("b-ok");
@@ -284,7 +323,10 @@ async fn snapshot_serializes_to_snake_case_json() {
     assert_eq!(backend["checks"], 1);
     assert_eq!(backend["failures"], 0);
     assert_eq!(backend["last_outcome"], "unauthorized");
-    assert!(backend["last_error"].is_null(), "a Good verdict is no error");
+    assert!(
+        backend["last_error"].is_null(),
+        "a Good verdict is no error"
+    );
     assert!(backend["since"].as_str().unwrap().ends_with('Z'));
     assert!(backend["last_checked"].as_str().unwrap().ends_with('Z'));
     assert_eq!(json["summary"]["healthy"], 1);

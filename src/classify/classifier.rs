@@ -135,7 +135,10 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -193,7 +196,10 @@ mod tests {
     #[test]
     fn auth_statuses_read_their_own_challenge_header() {
         let map = headers(&[
-            ("www-authenticate", r#"Bearer realm="api", error="invalid_token""#),
+            (
+                "www-authenticate",
+                r#"Bearer realm="api", error="invalid_token""#,
+            ),
             ("proxy-authenticate", r#"Basic realm="corp-proxy""#),
         ]);
         let Outcome::Auth(unauthorized) = classify_response(StatusCode::UNAUTHORIZED, &map) else {
@@ -215,7 +221,10 @@ mod tests {
     fn challenges_from_several_header_values_are_all_kept() {
         let map = headers(&[
             ("www-authenticate", r#"Basic realm="a""#),
-            ("www-authenticate", r#"Bearer resource_metadata="https://rs.example/.well-known/oauth-protected-resource", scope="mcp""#),
+            (
+                "www-authenticate",
+                r#"Bearer resource_metadata="https://rs.example/.well-known/oauth-protected-resource", scope="mcp""#,
+            ),
         ]);
         let Outcome::Auth(auth) = classify_response(StatusCode::UNAUTHORIZED, &map) else {
             panic!("401 is auth");
@@ -242,7 +251,10 @@ mod tests {
             HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
         );
         let got = retry_after(&future).unwrap();
-        assert!(got > Duration::from_secs(3500) && got <= Duration::from_secs(3600), "{got:?}");
+        assert!(
+            got > Duration::from_secs(3500) && got <= Duration::from_secs(3600),
+            "{got:?}"
+        );
         for bad in ["", "soon", "-5", "1.5", "Sun, 99 Nov 1994 08:49:37 GMT"] {
             let map = headers(&[("retry-after", bad)]);
             assert_eq!(retry_after(&map), None, "{bad:?}");
@@ -260,7 +272,10 @@ mod tests {
             }
         }
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(OnlyErrors.classify_error(&io), Outcome::Local(LocalKind::Overloaded));
+        assert_eq!(
+            OnlyErrors.classify_error(&io),
+            Outcome::Local(LocalKind::Overloaded)
+        );
         assert_eq!(
             DefaultClassifier.classify_error(&io),
             Outcome::Transport(TransportKind::ConnectionRefused)

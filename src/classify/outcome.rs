@@ -95,7 +95,12 @@ impl fmt::Display for Outcome {
             Outcome::Throttled {
                 status,
                 retry_after: Some(after),
-            } => write!(f, "throttled {} (retry after {}s)", status.as_u16(), after.as_secs()),
+            } => write!(
+                f,
+                "throttled {} (retry after {}s)",
+                status.as_u16(),
+                after.as_secs()
+            ),
             Outcome::Throttled { status, .. } => write!(f, "throttled {}", status.as_u16()),
             Outcome::Transport(kind) => write!(f, "transport {kind}"),
             Outcome::Cancelled => f.write_str("cancelled"),

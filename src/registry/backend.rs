@@ -54,7 +54,7 @@ impl Common {
         u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
     }
 
-    fn from_tick(&self, tick: u64) -> Option<SystemTime> {
+    fn wall_of_tick(&self, tick: u64) -> Option<SystemTime> {
         let nanos = tick.checked_sub(1)?;
         Some(self.base_wall + Duration::from_nanos(nanos))
     }
@@ -216,7 +216,7 @@ impl Backend {
             since: self.common.wall(slow.since),
             last_checked: self
                 .common
-                .from_tick(self.last_checked.load(Ordering::Relaxed)),
+                .wall_of_tick(self.last_checked.load(Ordering::Relaxed)),
             checks: self.checks.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             last_outcome: machine::outcome_from_code(self.last_outcome.load(Ordering::Relaxed)),
@@ -286,7 +286,11 @@ impl Backend {
             })
             .unwrap_or_else(|word| word);
         let runs = Runs::unpack(before).after(good);
-        slow.bad_run = if verdict.is_bad() { slow.bad_run + 1 } else { 0 };
+        slow.bad_run = if verdict.is_bad() {
+            slow.bad_run + 1
+        } else {
+            0
+        };
         if !good {
             slow.last_error = Some(describe(report.outcome));
         }
@@ -294,7 +298,8 @@ impl Backend {
         let from = self.status();
         let to = machine::next_status(from, verdict, runs, slow.bad_run, &self.common.policy);
         if to != from {
-            self.status.store(machine::status_code(to), Ordering::Release);
+            self.status
+                .store(machine::status_code(to), Ordering::Release);
             let consecutive = match to {
                 HealthStatus::Healthy => u64::from(runs.good),
                 HealthStatus::Unhealthy | HealthStatus::Unauthenticated => slow.bad_run,
@@ -317,8 +322,12 @@ impl Backend {
                     down_for_secs = report.at.saturating_duration_since(slow.since).as_secs(),
                     "backend still {}", to.as_str()
                 );
-                slow.reminder_interval = (slow.reminder_interval * 2)
-                    .min(self.common.policy.reminder_max.max(self.common.policy.reminder_initial));
+                slow.reminder_interval = (slow.reminder_interval * 2).min(
+                    self.common
+                        .policy
+                        .reminder_max
+                        .max(self.common.policy.reminder_initial),
+                );
                 slow.next_reminder = report.at + slow.reminder_interval;
             } else {
                 self.debug(report, verdict, to);
@@ -469,4 +478,3 @@ impl fmt::Debug for BackendHandle {
             .finish()
     }
 }
-

@@ -100,7 +100,10 @@ impl HealthRegistry {
     /// backend, with its state kept and its strategy set to `strategy`.
     pub fn register(&self, name: impl Into<Arc<str>>, strategy: AuthStrategy) -> BackendHandle {
         let name = name.into();
-        let mut backends = self.backends.write().unwrap_or_else(PoisonError::into_inner);
+        let mut backends = self
+            .backends
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(backend) = backends.get(&name) {
             backend.set_strategy(strategy);
             return BackendHandle {

@@ -155,7 +155,10 @@ const OUTCOMES: [&str; 10] = [
 /// 0 means "no outcome yet".
 pub(crate) fn outcome_code(outcome: &Outcome) -> u8 {
     let name = outcome.as_str();
-    OUTCOMES.iter().position(|o| *o == name).map_or(0, |i| i as u8 + 1)
+    OUTCOMES
+        .iter()
+        .position(|o| *o == name)
+        .map_or(0, |i| i as u8 + 1)
 }
 
 pub(crate) fn outcome_from_code(code: u8) -> Option<&'static str> {
@@ -189,18 +192,24 @@ mod tests {
     }
 
     fn policy(unhealthy: u32, healthy: u32, degraded: u32) -> Policy {
-        let mut p = Policy::default();
-        p.unhealthy_threshold = unhealthy;
-        p.healthy_threshold = healthy;
-        p.degraded_threshold = degraded;
-        p
+        Policy {
+            unhealthy_threshold: unhealthy,
+            healthy_threshold: healthy,
+            degraded_threshold: degraded,
+            ..Policy::default()
+        }
     }
 
     #[test]
     fn state_machine_rows() {
         let defaults = Policy::default();
         let cases: &[(&str, Policy, &[Verdict], &[HealthStatus])] = &[
-            ("one good verdict makes an unknown backend healthy", defaults.clone(), &[GOOD], &[Healthy]),
+            (
+                "one good verdict makes an unknown backend healthy",
+                defaults.clone(),
+                &[GOOD],
+                &[Healthy],
+            ),
             (
                 "bad verdicts degrade, then flip at the unhealthy threshold",
                 defaults.clone(),
@@ -211,7 +220,9 @@ mod tests {
                 "five failures then one success stays unhealthy; the second recovers",
                 defaults.clone(),
                 &[DOWN, DOWN, DOWN, DOWN, DOWN, GOOD, GOOD],
-                &[Unknown, Degraded, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy],
+                &[
+                    Unknown, Degraded, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy,
+                ],
             ),
             (
                 "unhealthy threshold 1 flips on the first failure",
@@ -242,7 +253,7 @@ mod tests {
             ),
             (
                 "soft verdicts degrade a healthy backend at the degraded threshold",
-                defaults.clone(),
+                defaults,
                 &[GOOD, SOFT, SOFT, GOOD],
                 &[Healthy, Healthy, Degraded, Healthy],
             ),
@@ -256,7 +267,10 @@ mod tests {
                 "a good verdict in a bad backend below the threshold does not count twice",
                 policy(2, 3, 2),
                 &[DOWN, DOWN, GOOD, GOOD, DOWN, GOOD, GOOD, GOOD],
-                &[Unknown, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy],
+                &[
+                    Unknown, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy,
+                    Healthy,
+                ],
             ),
             (
                 "zero thresholds act as one",
@@ -278,7 +292,13 @@ mod tests {
         };
         assert_eq!(Runs::unpack(runs.pack()), runs);
         assert_eq!(runs.after(true).good, u32::MAX);
-        assert_eq!(runs.after(false), Runs { good: 0, not_good: 1 });
+        assert_eq!(
+            runs.after(false),
+            Runs {
+                good: 0,
+                not_good: 1
+            }
+        );
     }
 
     #[test]
@@ -291,10 +311,17 @@ mod tests {
             .copied()
             .chain(TRANSPORT_KINDS.iter().map(|k| Reason::Transport(*k)));
         for reason in reasons {
-            assert_eq!(reason_from_code(reason_code(reason)), Some(reason), "{reason}");
+            assert_eq!(
+                reason_from_code(reason_code(reason)),
+                Some(reason),
+                "{reason}"
+            );
         }
         assert_eq!(reason_from_code(0), None);
-        assert_eq!(outcome_from_code(outcome_code(&Outcome::Cancelled)), Some("cancelled"));
+        assert_eq!(
+            outcome_from_code(outcome_code(&Outcome::Cancelled)),
+            Some("cancelled")
+        );
         assert_eq!(outcome_from_code(0), None);
     }
 }
