@@ -16,7 +16,13 @@
 //! Commas separate both challenges and the auth-params of one challenge; an element
 //! starts a new challenge when it is a token followed by a comma, the end, or
 //! whitespace and then something other than `=`.
+//!
+//! Allocation: the list is one `Vec`, and each challenge one `String` holding all of its
+//! decoded text, with the positions of up to five parameters stored inline (more spill to
+//! a second, small `Vec`). Values are decoded straight into that `String`, so a typical
+//! 401 with one challenge costs two allocations.
 
+use std::fmt;
 use std::ops::ControlFlow;
 
 use http::{header, HeaderMap, HeaderValue};
@@ -32,6 +38,18 @@ const MAX_PARAMS: usize = 32;
 /// Header values looked at. A response can repeat a header thousands of times; each
 /// value is still parsed in linear time, but there is no reason to walk them all.
 const MAX_HEADER_VALUES: usize = 64;
+
+/// Parameters whose positions a challenge stores inline; the rest go to a `Vec`. Five
+/// covers a full RFC 6750 / RFC 9728 Bearer challenge (`realm`, `scope`, `error`,
+/// `error_description`, `resource_metadata`).
+const INLINE_PARAMS: usize = 5;
+
+/// The most text capacity reserved up front for one challenge. The rest of the header
+/// value from the scheme on bounds the decoded text of a challenge that ends in it (for
+/// ASCII, decoding only drops bytes), so a one-challenge value gets one exact-enough
+/// allocation; the cap keeps a long value with many challenges from reserving its whole
+/// length for each of them.
+const TEXT_RESERVE_MAX: usize = 256;
 
 /// One authentication challenge from `WWW-Authenticate` or `Proxy-Authenticate`.
 ///
@@ -54,29 +72,71 @@ const MAX_HEADER_VALUES: usize = 64;
 /// assert_eq!(challenges[1].realm(), Some("api"));
 /// assert_eq!(challenges[1].error(), Some("invalid_token"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Challenge {
-    scheme: String,
-    token68: Option<String>,
-    params: Vec<(String, String)>,
+    /// The scheme, then either the token68 or, for each parameter in order, its
+    /// lowercased name directly followed by its decoded value. Nothing else: the text
+    /// ends where the token68 or the last value ends.
+    text: String,
+    /// `text[..scheme_len]` is the scheme.
+    scheme_len: u32,
+    /// Whether `text[scheme_len..]` is a token68 (then there are no parameters).
+    token68: bool,
+    /// How many of `inline` are in use; `spill` is empty unless all of them are.
+    inline_len: u8,
+    /// Where the first parameters end. A parameter starts where the previous one ends,
+    /// the first one at `scheme_len`.
+    inline: [ParamEnd; INLINE_PARAMS],
+    /// Where parameters after the first `INLINE_PARAMS` end.
+    spill: Vec<ParamEnd>,
+}
+
+/// Where one parameter's name and value end in [`Challenge::text`]. Offsets are `u32` to
+/// keep challenges small; a parameter that would end past 4 GiB is dropped.
+#[derive(Clone, Copy, Default)]
+struct ParamEnd {
+    name: u32,
+    value: u32,
+}
+
+/// A `u32` offset as an index. `usize` is at least 32 bits on every target `http` builds
+/// for.
+fn index(offset: u32) -> usize {
+    offset as usize
 }
 
 impl Challenge {
+    /// Opens a challenge for `scheme` (tchar bytes) with room for `capacity` bytes of
+    /// text; `None` if the scheme is too long to index.
+    fn start(scheme: &[u8], capacity: usize) -> Option<Self> {
+        let scheme_len = u32::try_from(scheme.len()).ok()?;
+        let mut text = String::with_capacity(capacity.max(scheme.len()));
+        push_ascii(&mut text, scheme);
+        Some(Challenge {
+            text,
+            scheme_len,
+            token68: false,
+            inline_len: 0,
+            inline: [ParamEnd::default(); INLINE_PARAMS],
+            spill: Vec::new(),
+        })
+    }
+
     /// Builds a challenge directly, for tests that need one without a header to parse.
     ///
     /// Parameter names are lowercased and later duplicates dropped, as the parser does.
     #[cfg(test)]
     pub(crate) fn new(scheme: &str, token68: Option<&str>, params: &[(&str, &str)]) -> Self {
-        let mut challenge = Challenge {
-            scheme: scheme.to_owned(),
-            token68: token68.map(str::to_owned),
-            params: Vec::new(),
-        };
+        let mut challenge = Challenge::start(scheme.as_bytes(), 0).expect("a short scheme");
+        if let Some(token68) = token68 {
+            challenge.set_token68(token68.as_bytes());
+        }
         for (name, value) in params {
-            if challenge.param(name).is_none() {
-                challenge
-                    .params
-                    .push((name.to_ascii_lowercase(), (*value).to_owned()));
+            if challenge.accepts(name.as_bytes()) {
+                challenge.add_param(name.as_bytes(), |text| {
+                    text.push_str(value);
+                    true
+                });
             }
         }
         challenge
@@ -84,32 +144,37 @@ impl Challenge {
 
     /// The auth scheme as sent (`Bearer`, `Basic`, ...).
     pub fn scheme(&self) -> &str {
-        &self.scheme
+        &self.text[..index(self.scheme_len)]
     }
 
     /// Whether the scheme is `scheme`, compared case-insensitively.
     pub fn is_scheme(&self, scheme: &str) -> bool {
-        self.scheme.eq_ignore_ascii_case(scheme)
+        self.scheme().eq_ignore_ascii_case(scheme)
     }
 
     /// The token68 form of the challenge, if it used one instead of parameters.
     pub fn token68(&self) -> Option<&str> {
-        self.token68.as_deref()
+        self.token68.then(|| &self.text[index(self.scheme_len)..])
     }
 
     /// The value of parameter `name` (case-insensitive), unquoted and unescaped.
     ///
     /// A name sent more than once keeps its first value.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
+        self.params()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Every parameter in order, names lowercased.
     pub fn params(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.params.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        let mut start = index(self.scheme_len);
+        self.param_ends().map(move |end| {
+            let (name_end, value_end) = (index(end.name), index(end.value));
+            let param = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            param
+        })
     }
 
     /// The `realm` parameter.
@@ -136,6 +201,89 @@ impl Challenge {
     /// The RFC 9728 `resource_metadata` parameter (protected resource metadata URL).
     pub fn resource_metadata(&self) -> Option<&str> {
         self.param("resource_metadata")
+    }
+
+    fn param_ends(&self) -> impl Iterator<Item = ParamEnd> + '_ {
+        self.inline[..usize::from(self.inline_len)]
+            .iter()
+            .chain(&self.spill)
+            .copied()
+    }
+
+    fn param_count(&self) -> usize {
+        usize::from(self.inline_len) + self.spill.len()
+    }
+
+    /// Makes the rest of the text, which must be empty, the token68 `token` (token68
+    /// bytes, ASCII).
+    fn set_token68(&mut self, token: &[u8]) {
+        debug_assert_eq!(self.text.len(), index(self.scheme_len));
+        push_ascii(&mut self.text, token);
+        self.token68 = true;
+    }
+
+    /// Whether a parameter `name` would be kept: not after a token68, not past the cap,
+    /// not a name already present (first wins).
+    fn accepts(&self, name: &[u8]) -> bool {
+        !self.token68
+            && self.param_count() < MAX_PARAMS
+            && !self
+                .params()
+                .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// Appends parameter `name` (tchar bytes, lowercased here) and a value that `value`
+    /// decodes into the text. If `value` reports the element malformed, the text is cut
+    /// back and nothing is kept. Returns whether the parameter was kept.
+    fn add_param(&mut self, name: &[u8], value: impl FnOnce(&mut String) -> bool) -> bool {
+        let start = self.text.len();
+        push_ascii(&mut self.text, name);
+        self.text[start..].make_ascii_lowercase();
+        let name_end = self.text.len();
+        if value(&mut self.text) {
+            if let (Ok(name), Ok(value)) = (u32::try_from(name_end), u32::try_from(self.text.len()))
+            {
+                let end = ParamEnd { name, value };
+                match self.inline.get_mut(usize::from(self.inline_len)) {
+                    Some(slot) => {
+                        *slot = end;
+                        self.inline_len += 1;
+                    }
+                    None => self.spill.push(end),
+                }
+                return true;
+            }
+        }
+        self.text.truncate(start);
+        false
+    }
+}
+
+/// Two challenges are equal when their scheme, token68 and parameters are, whatever
+/// capacity their buffers have.
+impl PartialEq for Challenge {
+    fn eq(&self, other: &Self) -> bool {
+        self.scheme() == other.scheme()
+            && self.token68() == other.token68()
+            && self.params().eq(other.params())
+    }
+}
+
+impl Eq for Challenge {}
+
+impl fmt::Debug for Challenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Params<'a>(&'a Challenge);
+        impl fmt::Debug for Params<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_list().entries(self.0.params()).finish()
+            }
+        }
+        f.debug_struct("Challenge")
+            .field("scheme", &self.scheme())
+            .field("token68", &self.token68())
+            .field("params", &Params(self))
+            .finish()
     }
 }
 
@@ -173,15 +321,12 @@ pub(crate) fn parse_challenge_values<'a>(
     values: impl IntoIterator<Item = &'a HeaderValue>,
 ) -> Vec<Challenge> {
     let mut out = Vec::new();
-    // One buffer reused for every parameter value, so values that end up dropped (over
-    // the cap, duplicates, after a token68) cost no allocation.
-    let mut scratch = Vec::new();
     for value in values.into_iter().take(MAX_HEADER_VALUES) {
         let mut parser = Parser {
             bytes: value.as_bytes(),
             pos: 0,
         };
-        if parser.list(&mut out, &mut scratch).is_break() || out.len() >= MAX_CHALLENGES {
+        if parser.list(&mut out).is_break() || out.len() >= MAX_CHALLENGES {
             break;
         }
     }
@@ -190,8 +335,25 @@ pub(crate) fn parse_challenge_values<'a>(
 
 /// `tchar` from RFC 9110 §5.6.2: the bytes a token (scheme or parameter name) is made of.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// [`is_tchar`] as a table: one load per byte of every scheme, name and token value.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let symbols = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < symbols.len() {
+        table[symbols[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// The bytes of a token68 before its `=` padding.
 fn is_token68_char(b: u8) -> bool {
@@ -208,9 +370,76 @@ fn is_ows(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-/// Tokens are ASCII by construction, so this never loses anything.
-fn ascii_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
+/// Appends token bytes. Tokens are ASCII by construction, so this never loses anything
+/// (other bytes would be read as Latin-1).
+fn push_ascii(text: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(ascii) => text.push_str(ascii),
+        Err(_) => text.extend(bytes.iter().map(|&b| char::from(b))),
+    }
+}
+
+/// Lossy UTF-8 decoding of a value that arrives in pieces (the runs between escapes, and
+/// each escaped byte), giving what `String::from_utf8_lossy` gives for the whole value:
+/// a sequence cut by an escape still decodes, and each maximal invalid subpart becomes
+/// one U+FFFD. Values may hold obs-text (0x80-0xFF): a UTF-8 realm survives and stray
+/// bytes are replaced.
+#[derive(Default)]
+struct LossyUtf8 {
+    /// The start of a multi-byte sequence waiting for its continuation bytes. It never
+    /// holds a complete character, so at most three bytes.
+    pending: [u8; 4],
+    len: usize,
+}
+
+impl LossyUtf8 {
+    fn push_bytes(&mut self, out: &mut String, bytes: &[u8]) {
+        if self.len == 0 {
+            if let Ok(valid) = std::str::from_utf8(bytes) {
+                out.push_str(valid);
+                return;
+            }
+        }
+        for &b in bytes {
+            self.push_byte(out, b);
+        }
+    }
+
+    fn push_byte(&mut self, out: &mut String, b: u8) {
+        if self.len == 0 && b.is_ascii() {
+            out.push(char::from(b));
+            return;
+        }
+        self.pending[self.len] = b;
+        self.len += 1;
+        while self.len > 0 {
+            match std::str::from_utf8(&self.pending[..self.len]) {
+                Ok(complete) => {
+                    out.push_str(complete);
+                    self.len = 0;
+                }
+                // Still a valid start: wait for more.
+                Err(e) if e.error_len().is_none() => return,
+                Err(e) => {
+                    // `pending` held no complete character before `b`, so the invalid
+                    // subpart starts at 0; what follows it is decoded afresh.
+                    debug_assert_eq!(e.valid_up_to(), 0);
+                    let bad = e.error_len().unwrap_or(self.len);
+                    out.push(char::REPLACEMENT_CHARACTER);
+                    self.pending.copy_within(bad..self.len, 0);
+                    self.len -= bad;
+                }
+            }
+        }
+    }
+
+    /// Ends the value: a sequence cut short is one invalid subpart.
+    fn finish(&mut self, out: &mut String) {
+        if self.len > 0 {
+            out.push(char::REPLACEMENT_CHARACTER);
+            self.len = 0;
+        }
+    }
 }
 
 /// A forward-only cursor over one header value.
@@ -229,12 +458,10 @@ impl<'a> Parser<'a> {
 
     /// Consumes the longest run of bytes matching `pred` and returns it.
     fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> &'a [u8] {
-        let bytes = self.bytes;
-        let start = self.pos;
-        while bytes.get(self.pos).is_some_and(|&b| pred(b)) {
-            self.pos += 1;
-        }
-        &bytes[start..self.pos]
+        let rest = &self.bytes[self.pos..];
+        let len = rest.iter().position(|&b| !pred(b)).unwrap_or(rest.len());
+        self.pos += len;
+        &rest[..len]
     }
 
     /// Skips optional whitespace; returns whether there was any.
@@ -263,41 +490,47 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Reads a quoted string whose opening quote is already consumed, unescaping into
-    /// `out` if given. An unterminated string ends at the end of the value, and a
-    /// trailing lone `\` is dropped.
-    fn quoted_string(&mut self, mut out: Option<&mut Vec<u8>>) {
-        while let Some(b) = self.peek() {
-            self.pos += 1;
-            let byte = match b {
-                b'"' => return,
-                b'\\' => match self.peek() {
-                    Some(escaped) => {
-                        self.pos += 1;
-                        escaped
-                    }
-                    None => return,
-                },
-                _ => b,
-            };
+    /// Reads a quoted string whose opening quote is already consumed, unescaping and
+    /// decoding into `out` if given. An unterminated string ends at the end of the
+    /// value, and a trailing lone `\` is dropped.
+    fn quoted_string(&mut self, mut out: Option<&mut String>) {
+        let mut utf8 = LossyUtf8::default();
+        loop {
+            let run = self.take_while(|b| b != b'"' && b != b'\\');
             if let Some(out) = out.as_deref_mut() {
-                out.push(byte);
+                utf8.push_bytes(out, run);
             }
+            let Some(b) = self.peek() else { break };
+            self.pos += 1;
+            if b == b'"' {
+                break;
+            }
+            // A backslash: the next byte, whatever it is, stands for itself.
+            let Some(escaped) = self.peek() else { break };
+            self.pos += 1;
+            if let Some(out) = out.as_deref_mut() {
+                utf8.push_byte(out, escaped);
+            }
+        }
+        if let Some(out) = out {
+            utf8.finish(out);
         }
     }
 
-    /// Reads `token / quoted-string` into `scratch`; `false` if neither starts here.
-    fn param_value(&mut self, scratch: &mut Vec<u8>) -> bool {
-        scratch.clear();
+    /// Reads `token / quoted-string`, decoding it into `out` if given; `false` if
+    /// neither starts here.
+    fn param_value(&mut self, out: Option<&mut String>) -> bool {
         match self.peek() {
             Some(b'"') => {
                 self.pos += 1;
-                self.quoted_string(Some(scratch));
+                self.quoted_string(out);
                 true
             }
             Some(b) if is_tchar(b) => {
                 let token = self.take_while(is_tchar);
-                scratch.extend_from_slice(token);
+                if let Some(out) = out {
+                    push_ascii(out, token);
+                }
                 true
             }
             _ => false,
@@ -308,7 +541,7 @@ impl<'a> Parser<'a> {
     ///
     /// Breaks once a challenge starts while `out` is already full: nothing after it, in
     /// this value or later ones, could be kept.
-    fn list(&mut self, out: &mut Vec<Challenge>, scratch: &mut Vec<u8>) -> ControlFlow<()> {
+    fn list(&mut self, out: &mut Vec<Challenge>) -> ControlFlow<()> {
         loop {
             // RFC 9110 §5.6.1: recipients accept empty list elements.
             self.take_while(|b| is_ows(b) || b == b',');
@@ -319,18 +552,20 @@ impl<'a> Parser<'a> {
                 self.skip_element();
                 continue;
             }
+            // Everything from here on: an upper bound on this challenge's text.
+            let rest = self.bytes.len() - self.pos;
             let token = self.take_while(is_tchar);
             let had_ows = self.skip_ows();
             match self.peek() {
-                None | Some(b',') => start_challenge(out, token)?,
+                None | Some(b',') => start_challenge(out, token, rest)?,
                 Some(b'=') => {
                     self.pos += 1;
                     self.skip_ows();
-                    self.param_rest(out, token, scratch);
+                    self.param_rest(out, token);
                 }
                 Some(_) if had_ows => {
-                    start_challenge(out, token)?;
-                    self.challenge_rest(out, scratch);
+                    start_challenge(out, token, rest)?;
+                    self.challenge_rest(out);
                 }
                 // A token glued to something that is neither `=` nor whitespace.
                 Some(_) => self.skip_element(),
@@ -339,18 +574,24 @@ impl<'a> Parser<'a> {
     }
 
     /// Parses the value of parameter `name`, the `=` and BWS already consumed, and adds
-    /// it to the current challenge if the element is well-formed.
-    fn param_rest(&mut self, out: &mut [Challenge], name: &[u8], scratch: &mut Vec<u8>) {
-        if self.param_value(scratch) && self.at_element_end() {
-            add_param(out, name, scratch);
-        } else {
+    /// it to the current challenge if the element is well-formed and the challenge
+    /// takes it (see [`Challenge::accepts`]). A kept value is decoded straight into the
+    /// challenge's text; any other is only skipped over.
+    fn param_rest(&mut self, out: &mut [Challenge], name: &[u8]) {
+        let well_formed = match out.last_mut().filter(|c| c.accepts(name)) {
+            Some(challenge) => challenge.add_param(name, |text| {
+                self.param_value(Some(text)) && self.at_element_end()
+            }),
+            None => self.param_value(None) && self.at_element_end(),
+        };
+        if !well_formed {
             self.skip_element();
         }
     }
 
     /// Parses what follows `auth-scheme 1*SP`: a token68 or the first auth-param. A
     /// malformed remainder is dropped but the challenge itself is kept.
-    fn challenge_rest(&mut self, out: &mut [Challenge], scratch: &mut Vec<u8>) {
+    fn challenge_rest(&mut self, out: &mut [Challenge]) {
         let start = self.pos;
         let word = self.take_while(is_word_char);
         let padding = self.take_while(|b| b == b'=').len();
@@ -360,7 +601,7 @@ impl<'a> Parser<'a> {
             // follows them in the element.
             if !word.is_empty() && word.iter().all(|&b| is_token68_char(b)) {
                 if let Some(challenge) = out.last_mut() {
-                    challenge.token68 = Some(ascii_string(&self.bytes[start..end]));
+                    challenge.set_token68(&self.bytes[start..end]);
                 }
             }
             return;
@@ -380,44 +621,26 @@ impl<'a> Parser<'a> {
             }
         }
         self.skip_ows();
-        self.param_rest(out, word, scratch);
+        self.param_rest(out, word);
     }
 }
 
-/// Opens a new challenge, or breaks if the cap is already reached.
-fn start_challenge(out: &mut Vec<Challenge>, scheme: &[u8]) -> ControlFlow<()> {
+/// Opens a new challenge, or breaks if the cap is already reached. `rest` is the length
+/// of the header value from the scheme on.
+fn start_challenge(out: &mut Vec<Challenge>, scheme: &[u8], rest: usize) -> ControlFlow<()> {
     if out.len() >= MAX_CHALLENGES {
         return ControlFlow::Break(());
     }
-    out.push(Challenge {
-        scheme: ascii_string(scheme),
-        token68: None,
-        params: Vec::new(),
-    });
-    ControlFlow::Continue(())
-}
-
-/// Adds a parameter to the current challenge, unless there is none, it is a token68
-/// challenge, it is full, or it already has this name (first wins).
-fn add_param(out: &mut [Challenge], name: &[u8], value: &[u8]) {
-    let Some(challenge) = out.last_mut() else {
-        return;
+    // A scheme longer than 4 GiB cannot be indexed: stop there.
+    let Some(challenge) = Challenge::start(scheme, rest.min(TEXT_RESERVE_MAX)) else {
+        return ControlFlow::Break(());
     };
-    if challenge.token68.is_some()
-        || challenge.params.len() >= MAX_PARAMS
-        || challenge
-            .params
-            .iter()
-            .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-    {
-        return;
+    if out.capacity() == 0 {
+        // Most responses carry one challenge; a second one grows the list to four.
+        out.reserve_exact(1);
     }
-    // Names are tchar, hence ASCII. Values may hold obs-text (0x80-0xFF): they are kept,
-    // decoded lossily, so a UTF-8 realm survives and stray bytes become U+FFFD.
-    challenge.params.push((
-        ascii_string(name).to_ascii_lowercase(),
-        String::from_utf8_lossy(value).into_owned(),
-    ));
+    out.push(challenge);
+    ControlFlow::Continue(())
 }
 
 #[cfg(test)]
@@ -451,21 +674,32 @@ mod tests {
     fn assert_invariants(input: &[u8], challenges: &[Challenge]) {
         assert!(challenges.len() <= MAX_CHALLENGES, "{input:?}");
         for challenge in challenges {
-            assert!(!challenge.scheme.is_empty(), "{input:?}");
-            assert!(challenge.scheme.bytes().all(is_tchar), "{input:?}");
-            assert!(challenge.params.len() <= MAX_PARAMS, "{input:?}");
+            let scheme = challenge.scheme();
+            assert!(!scheme.is_empty(), "{input:?}");
+            assert!(scheme.bytes().all(is_tchar), "{input:?}");
+            let params: Vec<(&str, &str)> = challenge.params().collect();
+            assert!(params.len() <= MAX_PARAMS, "{input:?}");
             assert!(
-                challenge.token68.is_none() || challenge.params.is_empty(),
+                challenge.token68().is_none() || params.is_empty(),
                 "{input:?}"
             );
-            for (i, (name, _)) in challenge.params.iter().enumerate() {
+            for (i, (name, _)) in params.iter().enumerate() {
                 assert!(!name.is_empty() && name.bytes().all(is_tchar), "{input:?}");
                 assert_eq!(*name, name.to_ascii_lowercase(), "{input:?}");
                 assert!(
-                    challenge.params[..i].iter().all(|(n, _)| n != name),
+                    params[..i].iter().all(|(n, _)| n != name),
                     "duplicate {name} in {input:?}"
                 );
             }
+            // The representation: the text holds exactly the scheme, then the token68 or
+            // each name and value, with nothing left over from dropped parameters.
+            let parts = params.iter().map(|(n, v)| n.len() + v.len());
+            let expected =
+                scheme.len() + challenge.token68().map_or(0, str::len) + parts.sum::<usize>();
+            assert_eq!(challenge.text.len(), expected, "{input:?}");
+            assert!(
+                challenge.spill.is_empty() || usize::from(challenge.inline_len) == INLINE_PARAMS
+            );
         }
     }
 
@@ -926,6 +1160,139 @@ mod tests {
                 [c("Bearer", &[("realm", &want)])],
                 "byte {b:#x}"
             );
+        }
+    }
+
+    /// The decoder fed in pieces (runs and single bytes, as the quoted-string reader
+    /// feeds it) must give what `String::from_utf8_lossy` gives for the whole.
+    #[test]
+    fn lossy_utf8_in_pieces_matches_from_utf8_lossy() {
+        const BYTES: &[u8] = &[
+            b'a', 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xa9, 0xbf, 0xc0, 0xc2, 0xc3, 0xdf, 0xe0,
+            0xe2, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff,
+        ];
+        let decode = |bytes: &[u8], cuts: u32| {
+            // Bit i of `cuts` set: byte i arrives alone, as an escaped byte does.
+            let mut out = String::new();
+            let mut utf8 = LossyUtf8::default();
+            let mut run_start = 0;
+            for (i, &b) in bytes.iter().enumerate() {
+                if cuts & (1 << i) != 0 {
+                    utf8.push_bytes(&mut out, &bytes[run_start..i]);
+                    utf8.push_byte(&mut out, b);
+                    run_start = i + 1;
+                }
+            }
+            utf8.push_bytes(&mut out, &bytes[run_start..]);
+            utf8.finish(&mut out);
+            out
+        };
+        let mut bytes = Vec::new();
+        for len in 0..=4u32 {
+            for mut n in 0..BYTES.len().pow(len) {
+                bytes.clear();
+                for _ in 0..len {
+                    bytes.push(BYTES[n % BYTES.len()]);
+                    n /= BYTES.len();
+                }
+                let want = String::from_utf8_lossy(&bytes);
+                for cuts in 0..(1 << len) {
+                    assert_eq!(decode(&bytes, cuts), want, "{bytes:x?} cut {cuts:b}");
+                }
+            }
+        }
+    }
+
+    /// Quoted values against the obvious decoding (unescape the whole value, then
+    /// `from_utf8_lossy`), with escapes inside multi-byte sequences.
+    #[test]
+    fn quoted_values_decode_like_unescape_then_lossy() {
+        fn reference(quoted: &[u8]) -> String {
+            let mut raw = Vec::new();
+            let mut bytes = quoted.iter();
+            while let Some(&b) = bytes.next() {
+                match b {
+                    b'"' => break,
+                    b'\\' => match bytes.next() {
+                        Some(&escaped) => raw.push(escaped),
+                        None => break,
+                    },
+                    _ => raw.push(b),
+                }
+            }
+            String::from_utf8_lossy(&raw).into_owned()
+        }
+        assert_eq!(
+            parse(&[b"Bearer realm=\"caf\xc3\\\xa9\", error=\"\\\xe2\x82\xac\xe2\\\x82\""]),
+            [c(
+                "Bearer",
+                &[("realm", "caf\u{e9}"), ("error", "\u{20ac}\u{fffd}")]
+            )]
+        );
+        const ALPHABET: &[u8] = b"a\\\\\x80\xa9\xbf\xc3\xe2\xf0\xff \"";
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = next() % 12;
+            let quoted: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            let header = [b"Bearer realm=\"".as_slice(), &quoted].concat();
+            let got = parse(&[&header]);
+            let want = reference(&quoted);
+            // Anything after the closing quote must be the end of the element for the
+            // parameter to be kept; only compare when it was.
+            if let Some(realm) = got.first().and_then(Challenge::realm) {
+                assert_eq!(realm, want, "{header:x?}");
+            }
+            assert_invariants(&header, &got);
+        }
+    }
+
+    #[test]
+    fn debug_shows_scheme_token68_and_params() {
+        assert_eq!(
+            format!("{:?}", c("Bearer", &[("realm", "a \"b\""), ("scope", "s")])),
+            r#"Challenge { scheme: "Bearer", token68: None, params: [("realm", "a \"b\""), ("scope", "s")] }"#
+        );
+        assert_eq!(
+            format!("{:?}", t68("Basic", "abc==")),
+            r#"Challenge { scheme: "Basic", token68: Some("abc=="), params: [] }"#
+        );
+    }
+
+    #[test]
+    fn equality_is_by_content_and_clones_are_equal() {
+        fn send_sync<T: Send + Sync + Clone + Eq + std::fmt::Debug>() {}
+        send_sync::<Challenge>();
+        let params: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("p{i}"), format!("v{i}")))
+            .collect();
+        let params: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let raw = "Bearer p0=v0, p1=v1, p2=v2, p3=v3, p4=v4, p5=v5, p6=v6, p7=v7, p8=v8, p9=v9";
+        let parsed = parse(&[raw.as_bytes()]);
+        assert_eq!(parsed, [c("Bearer", &params)]);
+        assert_eq!(parsed[0].clone(), parsed[0]);
+        assert_eq!(parsed[0].param("P7"), Some("v7"));
+        assert_ne!(parsed[0], c("Bearer", &params[..9]));
+        assert_ne!(c("Bearer", &[("ab", "c")]), c("Bearer", &[("a", "bc")]));
+        assert_ne!(c("Bearer", &[]), t68("Bearer", "x"));
+        assert_ne!(c("bearer", &[]), c("Bearer", &[]));
+    }
+
+    #[test]
+    fn the_tchar_table_is_rfc_9110_tchar() {
+        for b in 0..=u8::MAX {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "byte {b:#x}");
         }
     }
 }
