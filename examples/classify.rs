@@ -138,6 +138,10 @@ async fn main() {
     ];
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    println!(
+        "    {:<16} {:<40} {:<36} {}",
+        "strategy", "outcome", "verdict", "the caller gets"
+    );
     for (name, addr, strategy, authorization) in cases {
         let sink = Arc::new(LastReport {
             strategy: strategy.clone(),
@@ -174,9 +178,8 @@ async fn main() {
             Err(err) => format!("Err({err})"),
         };
         println!("{name}");
-        println!("  strategy: {strategy}");
-        println!("  outcome:  {outcome}");
-        println!("  verdict:  {verdict}");
-        println!("  caller:   {returned}");
+        // Padding applies to strings, not to every `Display` impl: format first.
+        let (strategy, outcome) = (strategy.to_string(), outcome.to_string());
+        println!("    {strategy:<16} {outcome:<40} {verdict:<36} {returned}");
     }
 }

@@ -40,6 +40,7 @@ pub enum TransportKind {
 
 impl TransportKind {
     /// The snake_case name used in logs, verdict reasons and serialized forms.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             TransportKind::ConnectionRefused => "connection_refused",
@@ -57,6 +58,7 @@ impl TransportKind {
 
     /// Whether the failure happened before the request reached the backend, so that
     /// sending it again cannot repeat a side effect.
+    #[inline]
     pub fn is_connect(self) -> bool {
         matches!(
             self,
@@ -65,6 +67,7 @@ impl TransportKind {
     }
 
     /// Whether a timer ended the exchange.
+    #[inline]
     pub fn is_timeout(self) -> bool {
         matches!(self, TransportKind::ConnectTimeout | TransportKind::Timeout)
     }
@@ -91,6 +94,7 @@ pub enum LocalKind {
 
 impl LocalKind {
     /// The snake_case name used in logs and serialized forms.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             LocalKind::Overloaded => "overloaded",
@@ -428,6 +432,7 @@ impl BackendError {
     }
 
     /// Whether a timer ended the exchange, while connecting or later.
+    #[inline]
     pub fn is_timeout(&self) -> bool {
         self.transport_kind().is_some_and(TransportKind::is_timeout)
     }

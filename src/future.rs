@@ -53,7 +53,7 @@ struct State<K, C> {
 
 impl<K, C> State<K, C> {
     fn exchange(&self) -> Exchange<'_, K, C> {
-        let at = Instant::now();
+        let at = crate::clock::now();
         Exchange {
             sink: &self.sink,
             classifier: &self.classifier,

@@ -137,19 +137,48 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `registry` | yes | reserved for the per-backend health registry |
+//! | `probe` | no | [`Prober`]: active probes of every registered backend on tokio tasks, at an interval with jitter and a per-probe timeout (implies `registry`) |
 //! | `hyper-util` | no | recognises `hyper_util::client::legacy::Error` in error chains: connect-phase timeouts become `ConnectTimeout`, client misuse becomes `Local(InvalidRequest)` |
+//! | `retry` | no | `RetryPolicy`, a `tower::retry::Policy` that reads the layer's outcomes: connect failures retried for any method, dropped connections and 502/503/504 for idempotent ones, `Retry-After` honoured up to a cap, backoff with jitter and a retry budget |
+//! | `metrics` | no | the registry's per-backend status gauge, transition and report counters and latency histogram, through the `metrics` facade (implies `registry`; see [`metrics`] and below) |
+//! | `tower-http` | no | [`NotHealthyAsFailures`], a `tower_http::classify::MakeClassifier`: `TraceLayer`'s `on_failure` sees the exchanges this crate does not judge Healthy, not the expected challenges |
+//!
+//! # Metrics
+//!
+//! With feature `metrics`, every backend of a [`HealthRegistry`] records, through the
+//! [`metrics`](::metrics) facade (install the recorder before registering backends):
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `backend_health_status` | gauge, `1` for the current status and `0` for the others | `backend`, `status` |
+//! | `backend_health_transitions_total` | counter | `backend`, `from`, `to` |
+//! | `backend_health_reports_total` | counter | `backend`, `outcome`, `reason` |
+//! | `backend_health_latency_seconds` | histogram | `backend` |
+//!
+//! Label values are the backend's registered name and this crate's fixed snake_case
+//! names: never a header, an error message or anything else a request or a backend
+//! controls.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod classify;
+mod clock;
 mod error;
 pub mod future;
 mod layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "probe")]
+mod probe;
 #[cfg(feature = "registry")]
 mod registry;
+#[cfg(feature = "retry")]
+mod retry;
 mod service;
 mod sink;
+#[cfg(feature = "tower-http")]
+mod trace;
 mod verdict;
 
 pub use crate::classify::{
@@ -158,13 +187,19 @@ pub use crate::classify::{
 };
 pub use crate::error::{AuthError, BackendError, BoxError, LocalKind, TransportKind};
 pub use crate::layer::HealthClassifyLayer;
+#[cfg(feature = "probe")]
+pub use crate::probe::{Prober, ProberBuilder};
 #[cfg(feature = "registry")]
 pub use crate::registry::{
     BackendHandle, BackendHealth, HealthRegistry, Phase, Policy, Snapshot, Summary, Transition,
     Transitions,
 };
+#[cfg(feature = "retry")]
+pub use crate::retry::{RetryDelay, RetryPolicy};
 pub use crate::service::HealthClassify;
 pub use crate::sink::{sink_fn, HealthReport, HealthSink, LogSink, SinkFn};
+#[cfg(feature = "tower-http")]
+pub use crate::trace::{ClassifyExchange, HealthFailure, NotHealthyAsFailures};
 pub use crate::verdict::{
     verdict, AuthStrategy, CredentialOwner, Credentials, HealthStatus, Origin, Probe, Reason,
     Verdict, DEFAULT_SLOW_THRESHOLD,

@@ -5,7 +5,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{header, HeaderName, Request, Response};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::classify::Classifier;
@@ -74,12 +73,15 @@ impl<S, K, C> HealthClassify<S, K, C> {
 
     fn credentials<B>(&self, request: &Request<B>) -> Credentials {
         let headers = request.headers();
-        let sent = headers.contains_key(header::AUTHORIZATION)
-            || self
-                .credential_headers
-                .iter()
-                .any(|name| headers.contains_key(name))
-            || request.extensions().get::<Credentials>() == Some(&Credentials::Sent);
+        // Probes and many internal calls carry no header at all: skip the hashing.
+        let header_sent = !headers.is_empty()
+            && (headers.contains_key(header::AUTHORIZATION)
+                || self
+                    .credential_headers
+                    .iter()
+                    .any(|name| headers.contains_key(name)));
+        let sent =
+            header_sent || request.extensions().get::<Credentials>() == Some(&Credentials::Sent);
         if sent {
             Credentials::Sent
         } else {
@@ -112,7 +114,7 @@ where
                     credentials: Credentials::NotSent,
                     origin: Origin::Traffic,
                     latency: Duration::ZERO,
-                    at: Instant::now(),
+                    at: crate::clock::now(),
                 };
                 Poll::Ready(Err(exchange.error(error.into())))
             }
@@ -126,7 +128,7 @@ where
         } else {
             Origin::Traffic
         };
-        let start = Instant::now();
+        let start = crate::clock::now();
         let future = self.inner.call(request);
         ResponseFuture::new(
             future,

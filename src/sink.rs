@@ -57,6 +57,7 @@ pub struct HealthReport<'a> {
 impl<'a> HealthReport<'a> {
     /// A report of an exchange that ended at `at` after `latency`, with its verdict judged
     /// by [`verdict`].
+    #[inline]
     pub fn new(
         outcome: &'a Outcome,
         strategy: &'a AuthStrategy,

@@ -64,6 +64,7 @@ impl AuthStrategy {
     }
 
     /// Who owns the credentials this strategy sends; `None` when it sends none.
+    #[inline]
     pub fn owner(&self) -> Option<CredentialOwner> {
         match self {
             AuthStrategy::Unauthenticated => None,
@@ -119,6 +120,7 @@ pub enum Credentials {
 
 impl Credentials {
     /// Whether credentials were sent.
+    #[inline]
     pub fn is_sent(self) -> bool {
         self == Credentials::Sent
     }
@@ -135,7 +137,7 @@ pub enum Origin {
 }
 
 /// Marks a request as a health probe. Insert it as a request extension; the
-/// [`Prober`](crate) does this for every probe it sends.
+/// prober (feature `probe`) does this for every probe it sends.
 ///
 /// A probe is built to succeed, so a 4xx answer to a probe means the backend is not what
 /// the probe expects, while a 4xx answer to traffic is the caller's mistake.
@@ -170,6 +172,7 @@ pub enum HealthStatus {
 
 impl HealthStatus {
     /// The snake_case name.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             HealthStatus::Unknown => "unknown",
@@ -181,6 +184,7 @@ impl HealthStatus {
     }
 
     /// Whether this is `Unhealthy` or `Unauthenticated`.
+    #[inline]
     pub fn is_bad(self) -> bool {
         matches!(
             self,
@@ -228,6 +232,7 @@ pub enum Reason {
 
 impl Reason {
     /// The snake_case name (a transport reason is its kind: `connection_refused`).
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Ok => "ok",
@@ -280,16 +285,19 @@ impl Verdict {
     }
 
     /// `Healthy`.
+    #[inline]
     pub fn is_good(self) -> bool {
         self.status == HealthStatus::Healthy
     }
 
     /// `Degraded`.
+    #[inline]
     pub fn is_soft(self) -> bool {
         self.status == HealthStatus::Degraded
     }
 
     /// `Unhealthy` or `Unauthenticated`.
+    #[inline]
     pub fn is_bad(self) -> bool {
         self.status.is_bad()
     }
@@ -329,6 +337,7 @@ impl fmt::Display for Verdict {
 /// .unwrap();
 /// assert_eq!((v.status, v.reason), (HealthStatus::Healthy, Reason::ExpectedChallenge));
 /// ```
+#[inline]
 pub fn verdict(
     outcome: &Outcome,
     strategy: &AuthStrategy,

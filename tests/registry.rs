@@ -332,3 +332,48 @@ async fn snapshot_serializes_to_snake_case_json() {
     assert_eq!(json["summary"]["healthy"], 1);
     assert_eq!(json["phase"], "ready");
 }
+
+#[test]
+fn concurrent_reports_are_all_counted() {
+    // Eight threads, each mostly Good with a Bad report every 97th: the lock-free path
+    // and the locked one interleave on the same backend.
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("busy", AuthStrategy::TokenExchange);
+    let per_thread = 10_000u64;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    let outcome = if i % 97 == 96 {
+                        Outcome::ServerError(StatusCode::BAD_GATEWAY)
+                    } else {
+                        Outcome::Success(StatusCode::OK)
+                    };
+                    let strategy = handle.strategy();
+                    handle.report(&HealthReport::new(
+                        &outcome,
+                        &strategy,
+                        Credentials::Sent,
+                        Origin::Traffic,
+                        Duration::from_millis(1),
+                        Instant::now(),
+                        handle.slow_threshold(),
+                    ));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let health = handle.health();
+    assert_eq!(health.checks, 8 * per_thread);
+    assert_eq!(health.failures, 8 * (per_thread / 97));
+    assert_eq!(
+        health.status,
+        HealthStatus::Healthy,
+        "single failures never flip it"
+    );
+    assert!(health.consecutive_successes > 0 || health.consecutive_failures > 0);
+}

@@ -97,6 +97,7 @@ impl Classifier for DefaultClassifier {}
 ///     },
 /// );
 /// ```
+#[inline]
 pub fn classify_response(status: StatusCode, headers: &HeaderMap) -> Outcome {
     match status.as_u16() {
         100..=399 => Outcome::Success(status),

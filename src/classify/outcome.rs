@@ -50,6 +50,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Whether this is a plain success (1xx, 2xx, 3xx).
+    #[inline]
     pub fn is_success(&self) -> bool {
         matches!(self, Outcome::Success(_))
     }
@@ -67,6 +68,7 @@ impl Outcome {
     }
 
     /// A short snake_case name, for logs and metric labels (bounded: never carries data).
+    #[inline]
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Success(_) => "success",
@@ -91,7 +93,17 @@ impl fmt::Display for Outcome {
             Outcome::Success(status)
             | Outcome::ClientError(status)
             | Outcome::ServerError(status) => write!(f, "{} {}", self.as_str(), status.as_u16()),
-            Outcome::Auth(auth) => fmt::Display::fmt(auth, f),
+            Outcome::Auth(auth) => {
+                write!(f, "{} {}", self.as_str(), auth.status().as_u16())?;
+                if let Some(scheme) = auth.scheme() {
+                    // Backend-controlled text: escaped so it cannot forge log lines.
+                    write!(f, " {}", scheme.escape_debug())?;
+                }
+                if let Some(error) = auth.bearer_error() {
+                    write!(f, " {error}")?;
+                }
+                Ok(())
+            }
             Outcome::Throttled {
                 status,
                 retry_after: Some(after),
@@ -136,6 +148,7 @@ impl BearerError {
     }
 
     /// The code as sent.
+    #[inline]
     pub fn as_str(&self) -> &str {
         match self {
             BearerError::InvalidRequest => "invalid_request",

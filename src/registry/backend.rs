@@ -1,11 +1,11 @@
 //! One registered backend: its state, and `BackendHandle`, the sink that reports to it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use super::machine::{self, Runs};
@@ -22,6 +22,9 @@ use crate::verdict::{AuthStrategy, HealthStatus, Verdict};
 pub(crate) struct Common {
     pub(crate) policy: Policy,
     pub(crate) transitions: broadcast::Sender<Transition>,
+    /// Bumped whenever a backend is added or removed, so that a watcher (the prober)
+    /// learns of membership changes without polling.
+    pub(crate) membership: watch::Sender<u64>,
     base: Instant,
     base_wall: SystemTime,
 }
@@ -29,9 +32,11 @@ pub(crate) struct Common {
 impl Common {
     pub(crate) fn new(policy: Policy) -> Self {
         let (transitions, _) = broadcast::channel(1024);
+        let (membership, _) = watch::channel(0);
         Common {
             policy,
             transitions,
+            membership,
             base: Instant::now(),
             base_wall: SystemTime::now(),
         }
@@ -39,6 +44,15 @@ impl Common {
 
     pub(crate) fn now(&self) -> Instant {
         Instant::now().max(self.base)
+    }
+
+    /// Tells membership watchers that a backend was added or removed. Call it once the
+    /// change is visible in the map: a watcher marks the generation seen, then reads the
+    /// map, so it either sees the change or is woken for it.
+    pub(crate) fn membership_changed(&self) {
+        // `send_modify` updates even with no receiver, unlike `send`.
+        self.membership
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 
     /// Wall-clock time of a monotonic instant, anchored at the registry's creation, so
@@ -105,10 +119,20 @@ impl StrategyCell {
     }
 }
 
-/// What only a status change or a non-Good report touches, behind the lock.
+/// What only the slow path touches, behind the lock: every report but a Good one on a
+/// Healthy backend.
 #[derive(Debug)]
 struct Slow {
+    /// Non-Good verdicts in a row (exact; the packed word only has a flag for it).
+    not_good_run: u64,
+    /// Bad verdicts in a row.
     bad_run: u64,
+    /// Counted reports, except the lock-free ones of the current Good run.
+    checks: u64,
+    /// The current Good run's verdicts that went through this path.
+    slow_goods_in_run: u64,
+    /// Counted reports with a Bad verdict.
+    failures: u64,
     since: Instant,
     last_error: Option<String>,
     failures_while_bad: u64,
@@ -117,7 +141,15 @@ struct Slow {
     warned_invalid_request: bool,
 }
 
+/// Set in the packed run word while a run of non-Good verdicts lasts.
+const NOT_GOOD: u64 = 1 << 63;
+
 /// One registered backend.
+///
+/// The hot path, a Good verdict on a Healthy backend, is one `fetch_add` on `runs` (the
+/// Good run's length, with the [`NOT_GOOD`] flag on top) and relaxed stores. Everything
+/// else takes the lock; the totals are kept there and the lock-free reports of the
+/// current Good run are added when they are read or when the run ends.
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub(crate) name: Arc<str>,
@@ -125,13 +157,12 @@ pub(crate) struct Backend {
     strategy: StrategyCell,
     status: AtomicU8,
     runs: AtomicU64,
-    checks: AtomicU64,
-    failures: AtomicU64,
     last_checked: AtomicU64,
     last_reason: AtomicU8,
     last_outcome: AtomicU8,
-    removed: AtomicBool,
     slow: Mutex<Slow>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::BackendMetrics,
 }
 
 /// A panicking sink or subscriber elsewhere must not make the registry unusable: the
@@ -151,18 +182,22 @@ impl Backend {
     pub(crate) fn new(name: Arc<str>, strategy: AuthStrategy, common: Arc<Common>) -> Self {
         let now = common.now();
         Backend {
+            // metrics hook: before `name` moves (fields are evaluated in this order).
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::BackendMetrics::new(&name),
             name,
             strategy: StrategyCell::new(strategy),
             status: AtomicU8::new(machine::status_code(HealthStatus::Unknown)),
             runs: AtomicU64::new(0),
-            checks: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
             last_checked: AtomicU64::new(0),
             last_reason: AtomicU8::new(0),
             last_outcome: AtomicU8::new(0),
-            removed: AtomicBool::new(false),
             slow: Mutex::new(Slow {
+                not_good_run: 0,
                 bad_run: 0,
+                checks: 0,
+                slow_goods_in_run: 0,
+                failures: 0,
                 since: now,
                 last_error: None,
                 failures_while_bad: 0,
@@ -196,29 +231,50 @@ impl Backend {
         }
     }
 
+    pub(crate) fn is_removed(&self) -> bool {
+        self.status.load(Ordering::Acquire) == machine::REMOVED
+    }
+
     pub(crate) fn remove(&self) {
         // Under the lock, so that no report in the slow path can publish a transition
-        // after the removal.
+        // after the removal; the lock-free path only runs on Healthy, which this ends.
         let _slow = lock(&self.slow);
-        self.removed.store(true, Ordering::Release);
+        #[cfg(feature = "metrics")]
+        self.metrics.removed(self.status());
+        self.status.store(machine::REMOVED, Ordering::Release);
+    }
+
+    /// The runs now and the counted reports, as the lock's holder sees them.
+    fn totals(&self, slow: &Slow) -> (Runs, u64) {
+        let word = self.runs.load(Ordering::Acquire);
+        if word & NOT_GOOD != 0 {
+            let runs = Runs {
+                good: 0,
+                not_good: slow.not_good_run,
+            };
+            return (runs, slow.checks);
+        }
+        let good = word & !NOT_GOOD;
+        let lock_free = good.saturating_sub(slow.slow_goods_in_run);
+        (Runs { good, not_good: 0 }, slow.checks + lock_free)
     }
 
     pub(crate) fn health(&self) -> BackendHealth {
         let slow = lock(&self.slow);
-        let runs = Runs::unpack(self.runs.load(Ordering::Acquire));
+        let (runs, checks) = self.totals(&slow);
         BackendHealth {
             name: self.name.to_string(),
             strategy: self.strategy.get(),
             status: self.status(),
             reason: machine::reason_from_code(self.last_reason.load(Ordering::Relaxed)),
-            consecutive_failures: u64::from(runs.not_good),
-            consecutive_successes: u64::from(runs.good),
+            consecutive_failures: runs.not_good,
+            consecutive_successes: runs.good,
             since: self.common.wall(slow.since),
             last_checked: self
                 .common
                 .wall_of_tick(self.last_checked.load(Ordering::Relaxed)),
-            checks: self.checks.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
+            checks,
+            failures: slow.failures,
             last_outcome: machine::outcome_from_code(self.last_outcome.load(Ordering::Relaxed)),
             last_error: slow.last_error.clone(),
         }
@@ -229,9 +285,6 @@ impl Backend {
             self.not_counted(report.outcome);
             return;
         };
-        if self.removed.load(Ordering::Acquire) {
-            return;
-        }
         if verdict.is_good() && self.good_while_healthy(report, verdict) {
             return;
         }
@@ -240,52 +293,72 @@ impl Backend {
 
     /// The hot path: a Good verdict on a Healthy backend with no failure run to reset.
     /// Atomics only: no lock, no allocation.
+    #[inline]
     fn good_while_healthy(&self, report: &HealthReport<'_>, verdict: Verdict) -> bool {
-        if self.status() != HealthStatus::Healthy {
+        if self.status.load(Ordering::Acquire) != machine::status_code(HealthStatus::Healthy) {
             return false;
         }
-        // Fails when a non-Good verdict got in first; the slow path then sorts it out.
-        // A status change away from Healthy always starts with such a verdict, so a
-        // successful swap means the status is still Healthy.
-        let swapped = self
-            .runs
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                let runs = Runs::unpack(word);
-                (runs.not_good == 0).then(|| runs.after(true).pack())
-            });
-        if swapped.is_err() {
+        // The slow path raises the flag before it moves the status away from Healthy, so
+        // an increment that finds the flag down counts a Good verdict on a Healthy
+        // backend. One that finds it up is ignored (the slow path resets the word) and
+        // the report goes the slow way.
+        if self.runs.fetch_add(1, Ordering::AcqRel) & NOT_GOOD != 0 {
             return false;
         }
         self.record(report, verdict);
         true
     }
 
+    #[inline]
     fn record(&self, report: &HealthReport<'_>, verdict: Verdict) {
-        self.checks.fetch_add(1, Ordering::Relaxed);
-        if verdict.is_bad() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
         self.last_checked
             .store(self.common.tick(report.at), Ordering::Relaxed);
         store_if_changed(&self.last_reason, machine::reason_code(verdict.reason));
         store_if_changed(&self.last_outcome, machine::outcome_code(report.outcome));
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .report(report.outcome, verdict.reason, report.latency);
     }
 
     /// Every report but the hot path's: may change the status, under the lock.
     fn judge(&self, report: &HealthReport<'_>, verdict: Verdict) {
         let mut slow = lock(&self.slow);
-        if self.removed.load(Ordering::Acquire) {
+        if self.is_removed() {
             return;
         }
         self.record(report, verdict);
         let good = verdict.is_good();
-        let before = self
-            .runs
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                Some(Runs::unpack(word).after(good).pack())
-            })
-            .unwrap_or_else(|word| word);
-        let runs = Runs::unpack(before).after(good);
+        slow.checks += 1;
+        let runs = if good {
+            let before = self.runs.load(Ordering::Acquire);
+            if before & NOT_GOOD != 0 {
+                // The first Good verdict after non-Good ones. Increments made on the word
+                // since the flag went up came from reports that then took this path.
+                self.runs.store(1, Ordering::Release);
+                slow.slow_goods_in_run = 1;
+            } else {
+                self.runs.fetch_add(1, Ordering::AcqRel);
+                slow.slow_goods_in_run += 1;
+            }
+            slow.not_good_run = 0;
+            self.totals(&slow).0
+        } else {
+            let before = self.runs.swap(NOT_GOOD, Ordering::AcqRel);
+            if before & NOT_GOOD == 0 {
+                // A Good run ends: its lock-free reports join the total now.
+                slow.checks += (before & !NOT_GOOD).saturating_sub(slow.slow_goods_in_run);
+                slow.slow_goods_in_run = 0;
+                slow.not_good_run = 0;
+            }
+            slow.not_good_run += 1;
+            if verdict.is_bad() {
+                slow.failures += 1;
+            }
+            Runs {
+                good: 0,
+                not_good: slow.not_good_run,
+            }
+        };
         slow.bad_run = if verdict.is_bad() {
             slow.bad_run + 1
         } else {
@@ -295,31 +368,34 @@ impl Backend {
             slow.last_error = Some(describe(report.outcome));
         }
 
+        // The layer's clock may be the coarse one, which does not follow tokio's paused
+        // time; status times and reminders use tokio's clock, read here off the hot path.
+        let now = self.common.now();
         let from = self.status();
         let to = machine::next_status(from, verdict, runs, slow.bad_run, &self.common.policy);
         if to != from {
             self.status
                 .store(machine::status_code(to), Ordering::Release);
             let consecutive = match to {
-                HealthStatus::Healthy => u64::from(runs.good),
+                HealthStatus::Healthy => runs.good,
                 HealthStatus::Unhealthy | HealthStatus::Unauthenticated => slow.bad_run,
-                _ => u64::from(runs.not_good),
+                _ => runs.not_good,
             };
-            slow.since = report.at;
+            slow.since = now;
             slow.failures_while_bad = u64::from(to.is_bad());
             slow.reminder_interval = self.common.policy.reminder_initial;
-            slow.next_reminder = report.at + slow.reminder_interval;
-            self.transition(from, to, verdict, consecutive, report.at);
+            slow.next_reminder = now + slow.reminder_interval;
+            self.transition(from, to, verdict, consecutive, now);
         } else if to.is_bad() && verdict.is_bad() {
             slow.failures_while_bad += 1;
-            if report.at >= slow.next_reminder {
+            if now >= slow.next_reminder {
                 tracing::warn!(
                     target: "tower_health_classify",
                     backend = %self.name.escape_debug(),
                     status = to.as_str(),
                     reason = verdict.reason.as_str(),
                     failures = slow.failures_while_bad,
-                    down_for_secs = report.at.saturating_duration_since(slow.since).as_secs(),
+                    down_for_secs = now.saturating_duration_since(slow.since).as_secs(),
                     "backend still {}", to.as_str()
                 );
                 slow.reminder_interval = (slow.reminder_interval * 2).min(
@@ -328,7 +404,7 @@ impl Backend {
                         .reminder_max
                         .max(self.common.policy.reminder_initial),
                 );
-                slow.next_reminder = report.at + slow.reminder_interval;
+                slow.next_reminder = now + slow.reminder_interval;
             } else {
                 self.debug(report, verdict, to);
             }
@@ -374,6 +450,8 @@ impl Backend {
         } else {
             log_transition!(info);
         }
+        #[cfg(feature = "metrics")]
+        self.metrics.transition(from, to);
         // No subscriber is fine: transitions are not queued for nobody.
         let _ = self.common.transitions.send(Transition {
             backend: self.name.clone(),
@@ -390,7 +468,7 @@ impl Backend {
     fn not_counted(&self, outcome: &Outcome) {
         if let Outcome::Local(LocalKind::InvalidRequest) = outcome {
             let mut slow = lock(&self.slow);
-            if !slow.warned_invalid_request && !self.removed.load(Ordering::Acquire) {
+            if !slow.warned_invalid_request && !self.is_removed() {
                 slow.warned_invalid_request = true;
                 tracing::warn!(
                     target: "tower_health_classify",
@@ -452,7 +530,7 @@ impl BackendHandle {
 
     /// Whether the backend was removed from its registry (reports are then dropped).
     pub fn is_removed(&self) -> bool {
-        self.backend.removed.load(Ordering::Acquire)
+        self.backend.is_removed()
     }
 }
 

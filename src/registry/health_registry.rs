@@ -112,6 +112,8 @@ impl HealthRegistry {
         }
         let backend = Arc::new(Backend::new(name.clone(), strategy, self.common.clone()));
         backends.insert(name, backend.clone());
+        drop(backends);
+        self.common.membership_changed();
         BackendHandle { backend }
     }
 
@@ -132,18 +134,23 @@ impl HealthRegistry {
     /// Removes a backend. Reports its handles make afterwards are dropped; registering
     /// the name again starts afresh. Returns `false` if no backend has that name.
     pub fn remove(&self, name: &str) -> bool {
-        let removed = self
-            .backends
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name);
-        match removed {
-            Some(backend) => {
+        let removed = {
+            let mut backends = self
+                .backends
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let removed = backends.remove(name);
+            // Under the map's lock: a backend registered again under the same name must
+            // not see this one's last words (its metrics, its status).
+            if let Some(backend) = &removed {
                 backend.remove();
-                true
             }
-            None => false,
+            removed.is_some()
+        };
+        if removed {
+            self.common.membership_changed();
         }
+        removed
     }
 
     /// A backend's status; `None` if no backend has that name.
@@ -187,6 +194,24 @@ impl HealthRegistry {
     /// Every status change of every backend from now on.
     pub fn subscribe(&self) -> Transitions {
         Transitions::new(self.common.transitions.subscribe())
+    }
+
+    /// A handle to every registered backend, sorted by name.
+    #[cfg(feature = "probe")]
+    pub(crate) fn handles(&self) -> Vec<BackendHandle> {
+        self.read()
+            .values()
+            .map(|backend| BackendHandle {
+                backend: backend.clone(),
+            })
+            .collect()
+    }
+
+    /// Changes whenever a backend is added or removed (not when one is registered again
+    /// or its strategy changes). Mark the value seen before reading the backends.
+    #[cfg(feature = "probe")]
+    pub(crate) fn membership(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.common.membership.subscribe()
     }
 
     fn get(&self, name: &str) -> Option<Arc<Backend>> {

@@ -2,32 +2,21 @@
 //! lock-free path stores in atomics.
 
 use crate::classify::Outcome;
-use crate::error::TransportKind;
+use crate::error::{AuthError, TransportKind};
 use crate::registry::Policy;
 use crate::verdict::{HealthStatus, Reason, Verdict};
 
-/// The two runs the lock-free path needs, packed in one `u64` so that one
-/// compare-and-swap moves both: Good verdicts in a row (high half) and non-Good verdicts
-/// in a row (low half). At most one of them is non-zero.
+/// The verdicts in a row that led to this moment: Good ones, or non-Good ones. At most
+/// one of the two is non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Runs {
-    pub(crate) good: u32,
-    pub(crate) not_good: u32,
+    pub(crate) good: u64,
+    pub(crate) not_good: u64,
 }
 
 impl Runs {
-    pub(crate) fn pack(self) -> u64 {
-        (u64::from(self.good) << 32) | u64::from(self.not_good)
-    }
-
-    pub(crate) fn unpack(word: u64) -> Self {
-        Runs {
-            good: (word >> 32) as u32,
-            not_good: word as u32,
-        }
-    }
-
     /// The runs after one more verdict.
+    #[cfg(test)]
     pub(crate) fn after(self, good: bool) -> Self {
         if good {
             Runs {
@@ -54,7 +43,7 @@ pub(crate) fn next_status(
 ) -> HealthStatus {
     let threshold = |n: u32| u64::from(n.max(1));
     if verdict.is_good() {
-        if from.is_bad() && u64::from(runs.good) < threshold(policy.healthy_threshold) {
+        if from.is_bad() && runs.good < threshold(policy.healthy_threshold) {
             return from;
         }
         return HealthStatus::Healthy;
@@ -66,7 +55,7 @@ pub(crate) fn next_status(
         // Soft verdicts, and Bad ones below the threshold, never recover a Bad backend.
         return from;
     }
-    if u64::from(runs.not_good) >= threshold(policy.degraded_threshold) {
+    if runs.not_good >= threshold(policy.degraded_threshold) {
         return HealthStatus::Degraded;
     }
     from
@@ -82,6 +71,11 @@ pub(crate) fn status_code(status: HealthStatus) -> u8 {
     }
 }
 
+/// The status code of a removed backend: no report may move it again, and the lock-free
+/// path, which only runs on `Healthy`, never touches it.
+pub(crate) const REMOVED: u8 = u8::MAX;
+
+/// A removed backend reads as `Unknown`: nothing is known of it any more.
 pub(crate) fn status_from_code(code: u8) -> HealthStatus {
     match code {
         1 => HealthStatus::Healthy,
@@ -119,15 +113,38 @@ const REASONS: [Reason; 11] = [
     Reason::ServerError,
 ];
 
-/// 0 means "no reason yet"; then the plain reasons; then one code per transport kind.
+/// 0 means "no reason yet"; then the plain reasons in the order of `REASONS`; then one
+/// code per transport kind in the order of `TRANSPORT_KINDS`. A match, not a search: this
+/// runs on the hot path.
+#[inline]
 pub(crate) fn reason_code(reason: Reason) -> u8 {
-    let index = match reason {
+    match reason {
+        Reason::Ok => 1,
+        Reason::Slow => 2,
+        Reason::NoAuthConfigured => 3,
+        Reason::ExpectedChallenge => 4,
+        Reason::CredentialsRejected => 5,
+        Reason::InsufficientScope => 6,
+        Reason::UserCredentialsRejected => 7,
+        Reason::ProxyAuthRequired => 8,
+        Reason::Throttled => 9,
+        Reason::UnexpectedStatus => 10,
+        Reason::ServerError => 11,
         Reason::Transport(kind) => {
-            REASONS.len() + TRANSPORT_KINDS.iter().position(|k| *k == kind).unwrap_or(9)
+            12 + match kind {
+                TransportKind::ConnectionRefused => 0,
+                TransportKind::Dns => 1,
+                TransportKind::ConnectTimeout => 2,
+                TransportKind::Timeout => 3,
+                TransportKind::Tls => 4,
+                TransportKind::Closed => 5,
+                TransportKind::Reset => 6,
+                TransportKind::Unreachable => 7,
+                TransportKind::Protocol => 8,
+                _ => 9,
+            }
         }
-        plain => REASONS.iter().position(|r| *r == plain).unwrap_or(0),
-    };
-    index as u8 + 1
+    }
 }
 
 pub(crate) fn reason_from_code(code: u8) -> Option<Reason> {
@@ -152,13 +169,21 @@ const OUTCOMES: [&str; 10] = [
     "local",
 ];
 
-/// 0 means "no outcome yet".
+/// 0 means "no outcome yet"; then the names of `OUTCOMES`, in order.
+#[inline]
 pub(crate) fn outcome_code(outcome: &Outcome) -> u8 {
-    let name = outcome.as_str();
-    OUTCOMES
-        .iter()
-        .position(|o| *o == name)
-        .map_or(0, |i| i as u8 + 1)
+    match outcome {
+        Outcome::Success(_) => 1,
+        Outcome::ClientError(_) => 2,
+        Outcome::Auth(AuthError::Unauthorized { .. }) => 3,
+        Outcome::Auth(AuthError::Forbidden { .. }) => 4,
+        Outcome::Auth(AuthError::ProxyAuthenticationRequired { .. }) => 5,
+        Outcome::Throttled { .. } => 6,
+        Outcome::ServerError(_) => 7,
+        Outcome::Transport(_) => 8,
+        Outcome::Cancelled => 9,
+        Outcome::Local(_) => 10,
+    }
 }
 
 pub(crate) fn outcome_from_code(code: u8) -> Option<&'static str> {
@@ -285,13 +310,12 @@ mod tests {
     }
 
     #[test]
-    fn runs_pack_and_saturate() {
+    fn runs_saturate_and_reset_each_other() {
         let runs = Runs {
-            good: u32::MAX,
+            good: u64::MAX,
             not_good: 0,
         };
-        assert_eq!(Runs::unpack(runs.pack()), runs);
-        assert_eq!(runs.after(true).good, u32::MAX);
+        assert_eq!(runs.after(true).good, u64::MAX);
         assert_eq!(
             runs.after(false),
             Runs {

@@ -1,0 +1,157 @@
+//! Per-request cost of `HealthClassify` against the floor: the bare service, a trivial
+//! layer, and tower-http's `TraceLayer`.
+//!
+//! Run with `cargo bench --bench layer`. Figures and how to read them: BENCHMARKS.md.
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::hint::black_box;
+use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Empty;
+use tower::util::MapResponseLayer;
+use tower::{service_fn, Layer, Service};
+use tower_health_classify::{
+    parse_challenges, AuthStrategy, HealthClassifyLayer, HealthRegistry, Policy,
+};
+use tower_http::trace::TraceLayer;
+
+/// Drives one request through a service whose futures are ready at once.
+fn call<S>(service: &mut S) -> Result<S::Response, S::Error>
+where
+    S: Service<Request<Body>>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => return Err(e),
+        Poll::Pending => unreachable!("the benched services are always ready"),
+    }
+    let future = pin!(service.call(Request::new(Body::new())));
+    match future.poll(&mut cx) {
+        Poll::Ready(result) => result,
+        Poll::Pending => unreachable!("the benched futures are ready at once"),
+    }
+}
+
+/// The response body tower-http's `TraceLayer` needs; empty, so nothing allocates.
+type Body = Empty<Bytes>;
+
+fn ok(_req: Request<Body>) -> Ready<Result<Response<Body>, Infallible>> {
+    ready(Ok(Response::new(Body::new())))
+}
+
+fn challenge() -> Response<Body> {
+    let mut response = Response::new(Body::new());
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            r#"Bearer realm="mcp", scope="tools:read tools:call", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource""#,
+        ),
+    );
+    response
+}
+
+fn per_request(c: &mut Criterion) {
+    let mut group = c.benchmark_group("per_request");
+
+    let mut bare = service_fn(ok);
+    group.bench_function("a_bare_service_fn", |b| {
+        b.iter(|| black_box(call(&mut bare)))
+    });
+
+    let mut identity = MapResponseLayer::new(|r: Response<Body>| r).layer(service_fn(ok));
+    group.bench_function("b_identity_map_response", |b| {
+        b.iter(|| black_box(call(&mut identity)))
+    });
+
+    let mut noop = HealthClassifyLayer::new(()).layer(service_fn(ok));
+    group.bench_function("c_health_classify_noop_sink", |b| {
+        b.iter(|| black_box(call(&mut noop)))
+    });
+
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("bench", AuthStrategy::UpstreamInject);
+    let mut registered = HealthClassifyLayer::new(handle).layer(service_fn(ok));
+    group.bench_function("d_health_classify_registry_handle", |b| {
+        b.iter(|| black_box(call(&mut registered)))
+    });
+
+    let mut trace = TraceLayer::new_for_http().layer(service_fn(ok));
+    group.bench_function("e_tower_http_trace_layer", |b| {
+        b.iter(|| black_box(call(&mut trace)))
+    });
+
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("oauth", AuthStrategy::UpstreamInject);
+    let mut unauthorized = HealthClassifyLayer::new(handle)
+        .pass_through_auth()
+        .layer(service_fn(|_req: Request<Body>| {
+            ready(Ok::<_, Infallible>(challenge()))
+        }));
+    group.bench_function("f_401_bearer_challenge_pass_through", |b| {
+        b.iter(|| black_box(call(&mut unauthorized)))
+    });
+
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("down", AuthStrategy::Unauthenticated);
+    let mut refused = HealthClassifyLayer::new(handle).layer(service_fn(|_req: Request<Body>| {
+        ready(Err::<Response<Body>, _>(io::Error::from(
+            io::ErrorKind::ConnectionRefused,
+        )))
+    }));
+    group.bench_function("g_connection_refused", |b| {
+        b.iter(|| black_box(call(&mut refused).is_err()))
+    });
+
+    group.finish();
+}
+
+fn clocks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("clock");
+    group.bench_function("std_instant_now", |b| b.iter(std::time::Instant::now));
+    group.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
+    group.finish();
+}
+
+fn parser(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse_challenges");
+    let typical = challenge().headers().clone();
+    group.throughput(Throughput::Bytes(
+        typical[header::WWW_AUTHENTICATE].len() as u64
+    ));
+    group.bench_function("typical_bearer", |b| {
+        b.iter(|| black_box(parse_challenges(black_box(&typical))))
+    });
+
+    // The same challenge list repeated to a size, to show the cost is linear in bytes.
+    for size in [1024usize, 4096, 8192] {
+        let one = r#"Bearer realm="mcp", scope="tools:read", error="invalid_token", "#;
+        let value: String = one.repeat(size / one.len() + 1)[..size].to_owned();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&value).unwrap(),
+        );
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("repeated", size), &headers, |b, h| {
+            b.iter(|| black_box(parse_challenges(black_box(h))))
+        });
+        let commas = HeaderValue::from_str(&",".repeat(size)).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::WWW_AUTHENTICATE, commas);
+        group.bench_with_input(BenchmarkId::new("commas", size), &headers, |b, h| {
+            b.iter(|| black_box(parse_challenges(black_box(h))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_request, clocks, parser);
+criterion_main!(benches);
