@@ -139,8 +139,8 @@ async fn main() {
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     println!(
-        "    {:<16} {:<40} {:<36} {}",
-        "strategy", "outcome", "verdict", "the caller gets"
+        "    {:<16} {:<40} {:<36} the caller gets",
+        "strategy", "outcome", "verdict"
     );
     for (name, addr, strategy, authorization) in cases {
         let sink = Arc::new(LastReport {

@@ -41,6 +41,7 @@ pub(crate) mod coarse {
     use rustix::time::{clock_gettime, ClockId};
     use tokio::time::Instant;
 
+    #[inline]
     fn nanos() -> u64 {
         let t = clock_gettime(ClockId::MonotonicCoarse);
         // A monotonic clock is never negative.

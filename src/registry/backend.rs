@@ -63,6 +63,7 @@ impl Common {
 
     /// An instant as nanoseconds since the registry's creation, plus one: 0 stays free
     /// for "never".
+    #[inline]
     fn tick(&self, at: Instant) -> u64 {
         let nanos = at.saturating_duration_since(self.base).as_nanos();
         u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
@@ -93,6 +94,7 @@ impl StrategyCell {
         cell
     }
 
+    #[inline]
     fn get(&self) -> AuthStrategy {
         match self.tag.load(Ordering::Acquire) {
             0 => AuthStrategy::Unauthenticated,
@@ -209,10 +211,12 @@ impl Backend {
         }
     }
 
+    #[inline]
     pub(crate) fn status(&self) -> HealthStatus {
         machine::status_from_code(self.status.load(Ordering::Acquire))
     }
 
+    #[inline]
     pub(crate) fn strategy(&self) -> AuthStrategy {
         self.strategy.get()
     }
@@ -280,6 +284,7 @@ impl Backend {
         }
     }
 
+    #[inline]
     fn report(&self, report: &HealthReport<'_>) {
         let Some(verdict) = report.verdict else {
             self.not_counted(report.outcome);
@@ -539,10 +544,12 @@ impl HealthSink for BackendHandle {
         self.backend.strategy()
     }
 
+    #[inline]
     fn slow_threshold(&self) -> Duration {
         self.backend.common.policy.slow_threshold
     }
 
+    #[inline]
     fn report(&self, report: &HealthReport<'_>) {
         self.backend.report(report)
     }
