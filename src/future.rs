@@ -1,6 +1,7 @@
 //! The response future of [`HealthClassify`](crate::HealthClassify).
 
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -125,18 +126,30 @@ pub(crate) struct Exchange<'a, K, C> {
 }
 
 impl<K: HealthSink, C> Exchange<'_, K, C> {
+    /// Reports to the sink. A sink that panics loses its report, never the caller's
+    /// response: the panic is caught and logged at ERROR. (A panic in a drop that runs
+    /// while another panic unwinds would abort the process.)
     fn report(&self, outcome: &Outcome) {
-        let strategy = self.sink.strategy();
-        let report = HealthReport::new(
-            outcome,
-            &strategy,
-            self.credentials,
-            self.origin,
-            self.latency,
-            self.at,
-            self.sink.slow_threshold(),
-        );
-        self.sink.report(&report);
+        let reported = panic::catch_unwind(AssertUnwindSafe(|| {
+            let strategy = self.sink.strategy();
+            let report = HealthReport::new(
+                outcome,
+                &strategy,
+                self.credentials,
+                self.origin,
+                self.latency,
+                self.at,
+                self.sink.slow_threshold(),
+            );
+            self.sink.report(&report);
+        }));
+        if reported.is_err() {
+            tracing::error!(
+                target: "tower_health_classify",
+                outcome = outcome.as_str(),
+                "health sink panicked; this report is lost"
+            );
+        }
     }
 
     /// Classifies the outcome's auth error with the request's credentials flag, reports it.

@@ -90,8 +90,10 @@ impl<'a> HealthReport<'a> {
 /// backend, so the layer can judge each exchange against the current strategy.
 ///
 /// `report` is called on the request path: keep it short and never block (count, swap
-/// an atomic, `try_send` on a channel). A sink that panics panics the response future's
-/// `poll` (or its drop, for a cancelled call), like any panic in a service.
+/// an atomic, `try_send` on a channel). If a sink panics, the layer catches the panic,
+/// logs it at `ERROR` and returns the response (or error) as if the report had been
+/// made: a broken sink loses reports, never requests. The registry's own state stays
+/// usable after such a panic.
 ///
 /// # Example
 ///
