@@ -132,11 +132,33 @@
 //!
 //! See [`verdict`], a pure function.
 //!
+//! # Health registry
+//!
+//! [`HealthRegistry`] turns verdicts into a status per backend ([`Policy`] holds the
+//! thresholds; defaults in brackets). Good = Healthy verdict; Soft = Degraded; Bad =
+//! Unhealthy or Unauthenticated.
+//!
+//! | from | on | to |
+//! |---|---|---|
+//! | any | `unhealthy_threshold` (3) Bad verdicts in a row | the latest Bad verdict's status (it may switch between Unhealthy and Unauthenticated while Bad) |
+//! | Unhealthy, Unauthenticated | `healthy_threshold` (2) Good verdicts in a row | Healthy |
+//! | Unhealthy, Unauthenticated | a Soft verdict | unchanged: Soft never recovers a Bad backend |
+//! | Unknown, Healthy, Degraded | `degraded_threshold` (2) non-Good verdicts in a row, below the unhealthy threshold | Degraded |
+//! | Unknown, Healthy, Degraded | one Good verdict | Healthy |
+//! | any | a report without verdict (Cancelled, Local) | unchanged, counters untouched |
+//!
+//! Each change is one [`Transition`], logged once (`WARN` into Unhealthy or
+//! Unauthenticated, `INFO` otherwise). While a backend stays Bad, a `WARN` reminder
+//! comes at most once per interval, 1 min doubling up to 1 h: a backend down for 24 h
+//! under 30 s probes logs 29 `WARN` lines, not 2,880 (`tests/registry.rs`).
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `registry` | yes | reserved for the per-backend health registry |
+//! | `registry` | yes | [`HealthRegistry`]: a state machine per backend that logs transitions, not repeats, with snapshots and a transition stream |
+//! | `serde` | no | `Serialize` for [`Snapshot`] and the types it holds (snake_case JSON) |
+//! | `precise-clock` | no | time exchanges with tokio's clock (about 24 ns a reading, nanosecond resolution, follows paused time) instead of the coarse monotonic clock (about 3 ns, 1 to 4 ms resolution) |
 //! | `probe` | no | [`Prober`]: active probes of every registered backend on tokio tasks, at an interval with jitter and a per-probe timeout (implies `registry`) |
 //! | `hyper-util` | no | recognises `hyper_util::client::legacy::Error` in error chains: connect-phase timeouts become `ConnectTimeout`, client misuse becomes `Local(InvalidRequest)` |
 //! | `retry` | no | `RetryPolicy`, a `tower::retry::Policy` that reads the layer's outcomes: connect failures retried for any method, dropped connections and 502/503/504 for idempotent ones, `Retry-After` honoured up to a cap, backoff with jitter and a retry budget |
