@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::Policy;
 
-use crate::classify::{classify_error, classify_response, Outcome};
+use crate::classify::{classify_error, retry_after, Outcome};
 use crate::error::{BackendError, BoxError, TransportKind};
 
 /// Total attempts by default: the first one and two retries.
@@ -426,15 +426,6 @@ fn retryable(outcome: &Outcome) -> Option<Retryable> {
     })
 }
 
-/// `Retry-After` of a 503, read by the classifier's own parser (seconds or an HTTP date):
-/// the classifier reads it for the statuses it calls throttled, and a 503 is not one.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    match classify_response(StatusCode::TOO_MANY_REQUESTS, headers) {
-        Outcome::Throttled { retry_after, .. } => retry_after,
-        _ => None,
-    }
-}
-
 // === impl RetryDelay ===
 
 pin_project! {
@@ -480,6 +471,7 @@ impl Future for RetryDelay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     fn transport(kind: TransportKind) -> Outcome {
         Outcome::Transport(kind)

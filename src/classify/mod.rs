@@ -14,3 +14,6 @@ pub use self::chain::classify_error;
 pub use self::challenge::{parse_challenges, Challenge};
 pub use self::classifier::{classify_response, Classifier, DefaultClassifier};
 pub use self::outcome::{BearerError, Outcome};
+
+#[cfg(feature = "retry")]
+pub(crate) use self::classifier::retry_after;
