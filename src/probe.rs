@@ -376,24 +376,40 @@ async fn probe_backend<F, S, B, RB>(
             return;
         }
         let started = Instant::now();
-        if let Some((service, mut request)) = (config.make)(handle.name()) {
-            request.extensions_mut().insert(Probe);
-            let mut service = layer.layer(Timeout::new(service, config.timeout));
-            // `Timeout` bounds the call only; readiness gets the same bound here.
-            match tokio::time::timeout(config.timeout, poll_fn(|cx| service.poll_ready(cx))).await {
-                // Whatever came back was reported by the layer; the body is not wanted.
-                Ok(Ok(())) => drop(service.call(request).await),
-                // Classified and reported by the layer.
-                Ok(Err(_)) => {}
-                Err(_) => tracing::debug!(
-                    target: "tower_health_classify",
-                    backend = %handle.name().escape_debug(),
-                    "probe service not ready within the timeout; probe skipped"
-                ),
-            }
-        }
+        // Boxed: the probe's state (request, layered futures, timers) lives only while
+        // the probe runs, so a sleeping backend's task holds little more than its timer.
+        Box::pin(probe_once(&handle, &layer, &config)).await;
         let wait = jitter.next(config.interval);
         tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// Sends one probe through the layer; whatever happened was reported by the layer.
+async fn probe_once<F, S, B, RB>(
+    handle: &BackendHandle,
+    layer: &HealthClassifyLayer<BackendHandle>,
+    config: &Config<F>,
+) where
+    F: Fn(&str) -> Option<(S, Request<B>)>,
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    let Some((service, mut request)) = (config.make)(handle.name()) else {
+        return;
+    };
+    request.extensions_mut().insert(Probe);
+    let mut service = layer.layer(Timeout::new(service, config.timeout));
+    // `Timeout` bounds the call only; readiness gets the same bound here.
+    match tokio::time::timeout(config.timeout, poll_fn(|cx| service.poll_ready(cx))).await {
+        // Whatever came back was reported by the layer; the body is not wanted.
+        Ok(Ok(())) => drop(service.call(request).await),
+        // Classified and reported by the layer.
+        Ok(Err(_)) => {}
+        Err(_) => tracing::debug!(
+            target: "tower_health_classify",
+            backend = %handle.name().escape_debug(),
+            "probe service not ready within the timeout; probe skipped"
+        ),
     }
 }
 
