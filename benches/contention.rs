@@ -34,14 +34,14 @@ fn report(handle: &BackendHandle, outcome: &Outcome, strategy: &AuthStrategy) {
 
 /// Runs `iters` reports on each of two threads, into `handles[0]` and `handles[1]`,
 /// and returns the wall time of the slower thread divided over both threads' reports.
-fn two_threads(handles: [BackendHandle; 2], iters: u64) -> Duration {
+fn two_threads(handles: [&BackendHandle; 2], iters: u64) -> Duration {
     let barrier = Barrier::new(2);
     let outcome = Outcome::Success(StatusCode::OK);
     let strategy = AuthStrategy::TokenExchange;
     let elapsed = thread::scope(|scope| {
         let workers: Vec<_> = handles
             .iter()
-            .map(|handle| {
+            .map(|&handle| {
                 let (barrier, outcome, strategy) = (&barrier, &outcome, &strategy);
                 scope.spawn(move || {
                     barrier.wait();
@@ -81,10 +81,10 @@ fn contention(c: &mut Criterion) {
     let mut group = c.benchmark_group("two_threads");
     group.throughput(Throughput::Elements(1));
     group.bench_function("same_handle", |b| {
-        b.iter_custom(|iters| two_threads([one.clone(), one.clone()], iters))
+        b.iter_custom(|iters| two_threads([&one, &one], iters))
     });
     group.bench_function("different_handles", |b| {
-        b.iter_custom(|iters| two_threads([one.clone(), other.clone()], iters))
+        b.iter_custom(|iters| two_threads([&one, &other], iters))
     });
     group.finish();
 
