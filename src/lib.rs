@@ -152,6 +152,63 @@
 //! comes at most once per interval, 1 min doubling up to 1 h: a backend down for 24 h
 //! under 30 s probes logs 29 `WARN` lines, not 2,880 (`tests/registry.rs`).
 //!
+//! # With axum
+//!
+//! The layer's error is [`BackendError`], not `Infallible`, and axum routes only
+//! infallible services: put axum's [`HandleErrorLayer`] outermost to turn the error into
+//! a response. Put `Timeout` inside the layer, so that a timeout reaches the handler as
+//! [`BackendError::Timeout`] (and is reported as one) rather than as tower's `BoxError`.
+//! Add [`pass_through_auth`](HealthClassifyLayer::pass_through_auth) to forward the
+//! backend's 401 and its challenge to the client instead. `examples/axum.rs` runs both
+//! modes and a handler that calls the layered client with `?`.
+//!
+//! [`HandleErrorLayer`]: https://docs.rs/axum/0.8/axum/error_handling/struct.HandleErrorLayer.html
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::error_handling::HandleErrorLayer;
+//! use axum::extract::Request;
+//! use axum::http::{header, StatusCode};
+//! use axum::Router;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::ServiceBuilder;
+//! use tower_health_classify::{AuthStrategy, BackendError, HealthClassifyLayer, LogSink};
+//!
+//! // The body names the problem; a credential the client sent can never be in it.
+//! async fn to_response(error: BackendError) -> (StatusCode, String) {
+//!     match error {
+//!         BackendError::Auth(auth) => (StatusCode::BAD_GATEWAY, auth.to_string()),
+//!         error if error.is_timeout() => (StatusCode::GATEWAY_TIMEOUT, error.to_string()),
+//!         error => (StatusCode::BAD_GATEWAY, error.to_string()),
+//!     }
+//! }
+//!
+//! // `/search/{rest}` goes to the backend's `/{rest}`.
+//! fn to_backend(mut request: Request) -> Request {
+//!     let path = request.uri().path_and_query().map_or("/", |path| path.as_str());
+//!     let rest = path.strip_prefix("/search").unwrap_or(path);
+//!     *request.uri_mut() = format!("http://127.0.0.1:8081{rest}").parse().unwrap();
+//!     request.headers_mut().remove(header::HOST);
+//!     request
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let client = Client::builder(TokioExecutor::new()).build_http::<axum::body::Body>();
+//! let search = ServiceBuilder::new()
+//!     .layer(HandleErrorLayer::new(to_response))
+//!     .map_request(to_backend)
+//!     .layer(HealthClassifyLayer::new(LogSink::new("search", AuthStrategy::TokenExchange)))
+//!     .timeout(Duration::from_secs(10))
+//!     .service(client);
+//!
+//! let app = Router::new().route_service("/search/{*rest}", search);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
