@@ -1,0 +1,1239 @@
+//! The configuration file (`--config FILE`, TOML), checked in full before anything starts.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"      # optional, this is the default
+//! [health]                       # every key optional; the defaults are shown
+//! interval = "30s"
+//! timeout = "10s"
+//! jitter = 0.1
+//! unhealthy_threshold = 3
+//! healthy_threshold = 2
+//! degraded_threshold = 2
+//! slow_threshold = "5s"
+//! [[backends]]
+//! name = "github"                # the route: /github/...
+//! url = "http://127.0.0.1:9001"  # http only; a base path is kept (http://host/api)
+//! strategy = "upstream_inject"   # unauthenticated | header_injection | token_exchange | upstream_inject
+//! timeout = "30s"                # optional: how long a proxied request may wait for the response head
+//! # header_injection: header = "x-api-key", value_env = "GITHUB_KEY"
+//! # token_exchange:   token_url = "http://...", client_id = "...", client_secret_env = "...",
+//! #                   scope = "...", client_auth = "basic" (default) or "post"
+//! [backends.probe]               # optional; default GET /
+//! method = "POST"
+//! path = "/mcp"
+//! headers = { "content-type" = "application/json" }
+//! body = '{"jsonrpc":"2.0","id":1,"method":"ping"}'
+//! ```
+//!
+//! Secrets are never in the file: `value_env` and `client_secret_env` name environment
+//! variables, read once at start. Every error names the key (`backends[1].strategy`) and,
+//! where it is known, the line; it never quotes a line of the file, so a secret pasted
+//! into it by mistake is not echoed to a log.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use serde::Deserialize;
+use toml::Spanned;
+use tower_health_classify::Policy;
+
+/// Backend names the proxy's own routes take.
+pub(crate) const RESERVED_NAMES: &[&str] = &["healthz", "health", "metrics"];
+
+/// Request headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus
+/// the proxy-auth pair, which is meant for this proxy, not for the backend.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Where environment variables come from: the process (`std::env::var`), or a map in tests.
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) health: HealthConfig,
+    pub(crate) backends: Vec<BackendConfig>,
+}
+
+/// The `[health]` table: the prober's schedule and the registry's thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HealthConfig {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) unhealthy_threshold: u32,
+    pub(crate) healthy_threshold: u32,
+    pub(crate) degraded_threshold: u32,
+    pub(crate) slow_threshold: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        let policy = Policy::default();
+        HealthConfig {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            jitter: 0.1,
+            unhealthy_threshold: policy.unhealthy_threshold,
+            healthy_threshold: policy.healthy_threshold,
+            degraded_threshold: policy.degraded_threshold,
+            slow_threshold: policy.slow_threshold,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The registry's policy.
+    pub(crate) fn policy(&self) -> Policy {
+        let mut policy = Policy::default();
+        policy.unhealthy_threshold = self.unhealthy_threshold;
+        policy.healthy_threshold = self.healthy_threshold;
+        policy.degraded_threshold = self.degraded_threshold;
+        policy.slow_threshold = self.slow_threshold;
+        policy
+    }
+}
+
+/// One `[[backends]]` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendConfig {
+    pub(crate) name: String,
+    /// `http://host:port` plus an optional base path without a trailing slash.
+    pub(crate) url: Uri,
+    pub(crate) strategy: StrategyConfig,
+    pub(crate) probe: ProbeConfig,
+    /// How long a proxied request waits for the response head (the body may stream on).
+    pub(crate) timeout: Duration,
+}
+
+/// How the proxy authenticates to a backend, with the secrets read from the environment.
+#[derive(Debug, Clone)]
+pub(crate) enum StrategyConfig {
+    Unauthenticated,
+    UpstreamInject,
+    HeaderInjection {
+        header: HeaderName,
+        value: Secret,
+    },
+    TokenExchange {
+        token_url: Uri,
+        client_id: String,
+        client_secret: Secret,
+        scope: Option<String>,
+        client_auth: ClientAuth,
+    },
+}
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientAuth {
+    /// `Authorization: Basic` (`client_secret_basic`), which every server must support.
+    Basic,
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`).
+    Post,
+}
+
+/// A `[backends.probe]` table.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeConfig {
+    pub(crate) method: Method,
+    /// Path and query, appended to the backend's base path.
+    pub(crate) path: PathAndQuery,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            method: Method::GET,
+            path: PathAndQuery::from_static("/"),
+            headers: HeaderMap::new(),
+            body: String::new(),
+        }
+    }
+}
+
+/// A credential read from the environment. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(Arc<str>);
+
+impl Secret {
+    pub(crate) fn new(value: impl Into<Arc<str>>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A bad configuration: which key, on which line, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigError {
+    /// The key's path (`backends[1].url`); `None` for a syntax error outside any key.
+    pub(crate) key: Option<String>,
+    /// 1-based.
+    pub(crate) line: Option<usize>,
+    pub(crate) message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// === the file as written ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    health: Option<RawHealth>,
+    #[serde(default)]
+    backends: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    jitter: Option<Spanned<f64>>,
+    unhealthy_threshold: Option<Spanned<u32>>,
+    healthy_threshold: Option<Spanned<u32>>,
+    degraded_threshold: Option<Spanned<u32>>,
+    slow_threshold: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    strategy: Spanned<String>,
+    timeout: Option<Spanned<String>>,
+    header: Option<Spanned<String>>,
+    value_env: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret_env: Option<Spanned<String>>,
+    scope: Option<Spanned<String>>,
+    client_auth: Option<Spanned<String>>,
+    probe: Option<RawProbe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    method: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    body: Option<String>,
+}
+
+/// The keys of each strategy beyond `name`, `url`, `strategy`, `timeout` and `probe`.
+const STRATEGY_KEYS: &[(&str, &[&str])] = &[
+    ("unauthenticated", &[]),
+    ("upstream_inject", &[]),
+    ("header_injection", &["header", "value_env"]),
+    (
+        "token_exchange",
+        &[
+            "token_url",
+            "client_id",
+            "client_secret_env",
+            "scope",
+            "client_auth",
+        ],
+    ),
+];
+
+// === parsing ===
+
+/// Parses and checks a configuration file, reading its secrets through `env`.
+pub(crate) fn parse(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    let at = Lines::new(text);
+
+    let listen = match &raw.listen {
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Some(listen) => listen.get_ref().parse().map_err(|_| {
+            at.error(
+                "listen",
+                listen,
+                "expected an IP address and port, like \"127.0.0.1:8080\"",
+            )
+        })?,
+    };
+    let health = health(raw.health.as_ref(), &at)?;
+
+    if raw.backends.is_empty() {
+        return Err(ConfigError {
+            key: Some("backends".into()),
+            line: None,
+            message: "at least one [[backends]] entry is required".into(),
+        });
+    }
+    let mut names = HashSet::new();
+    let mut backends = Vec::with_capacity(raw.backends.len());
+    for (i, spanned) in raw.backends.iter().enumerate() {
+        let key = format!("backends[{i}]");
+        let backend = backend(&key, spanned, &at, env)?;
+        if !names.insert(backend.name.clone()) {
+            return Err(at.error(
+                format!("{key}.name"),
+                &spanned.get_ref().name,
+                format!("duplicate backend name {:?}", backend.name),
+            ));
+        }
+        backends.push(backend);
+    }
+    Ok(Config {
+        listen,
+        health,
+        backends,
+    })
+}
+
+fn health(raw: Option<&RawHealth>, at: &Lines<'_>) -> Result<HealthConfig, ConfigError> {
+    let mut health = HealthConfig::default();
+    let Some(raw) = raw else {
+        return Ok(health);
+    };
+    let positive = |key: &str, value: &Option<Spanned<String>>, default: Duration| match value {
+        None => Ok(default),
+        Some(value) => {
+            let duration = at.duration(&format!("health.{key}"), value)?;
+            if duration.is_zero() {
+                return Err(at.error(format!("health.{key}"), value, "must be above zero"));
+            }
+            Ok(duration)
+        }
+    };
+    health.interval = positive("interval", &raw.interval, health.interval)?;
+    health.timeout = positive("timeout", &raw.timeout, health.timeout)?;
+    health.slow_threshold = positive("slow_threshold", &raw.slow_threshold, health.slow_threshold)?;
+    if let Some(jitter) = &raw.jitter {
+        if !(0.0..=1.0).contains(jitter.get_ref()) {
+            return Err(at.error("health.jitter", jitter, "must be between 0 and 1"));
+        }
+        health.jitter = *jitter.get_ref();
+    }
+    let threshold = |key: &str, value: &Option<Spanned<u32>>, default: u32| match value {
+        None => Ok(default),
+        Some(value) if *value.get_ref() == 0 => {
+            Err(at.error(format!("health.{key}"), value, "must be at least 1"))
+        }
+        Some(value) => Ok(*value.get_ref()),
+    };
+    health.unhealthy_threshold = threshold(
+        "unhealthy_threshold",
+        &raw.unhealthy_threshold,
+        health.unhealthy_threshold,
+    )?;
+    health.healthy_threshold = threshold(
+        "healthy_threshold",
+        &raw.healthy_threshold,
+        health.healthy_threshold,
+    )?;
+    health.degraded_threshold = threshold(
+        "degraded_threshold",
+        &raw.degraded_threshold,
+        health.degraded_threshold,
+    )?;
+    Ok(health)
+}
+
+fn backend(
+    key: &str,
+    spanned: &Spanned<RawBackend>,
+    at: &Lines<'_>,
+    env: Env<'_>,
+) -> Result<BackendConfig, ConfigError> {
+    let raw = spanned.get_ref();
+    let name = raw.name.get_ref();
+    check_name(name).map_err(|message| at.error(format!("{key}.name"), &raw.name, message))?;
+    let url = backend_url(raw.url.get_ref())
+        .map_err(|message| at.error(format!("{key}.url"), &raw.url, message))?;
+
+    let strategy_name = raw.strategy.get_ref().as_str();
+    let Some((_, allowed)) = STRATEGY_KEYS.iter().find(|(s, _)| *s == strategy_name) else {
+        return Err(at.error(
+            format!("{key}.strategy"),
+            &raw.strategy,
+            format!(
+                "unknown strategy {strategy_name:?}; expected one of unauthenticated, \
+                 header_injection, token_exchange, upstream_inject"
+            ),
+        ));
+    };
+    // A key of another strategy is a mistake that would otherwise be silently ignored.
+    let present = [
+        ("header", raw.header.as_ref()),
+        ("value_env", raw.value_env.as_ref()),
+        ("token_url", raw.token_url.as_ref()),
+        ("client_id", raw.client_id.as_ref()),
+        ("client_secret_env", raw.client_secret_env.as_ref()),
+        ("scope", raw.scope.as_ref()),
+        ("client_auth", raw.client_auth.as_ref()),
+    ];
+    for (name, value) in present {
+        if let (Some(value), false) = (value, allowed.contains(&name)) {
+            return Err(at.error(
+                format!("{key}.{name}"),
+                value,
+                format!("not a key of strategy {strategy_name:?}"),
+            ));
+        }
+    }
+    let required = |name: &str, value: Option<&Spanned<String>>| {
+        value.cloned().ok_or_else(|| ConfigError {
+            key: Some(format!("{key}.{name}")),
+            line: Some(at.line(spanned)),
+            message: format!("required by strategy {strategy_name:?}"),
+        })
+    };
+
+    let strategy = match strategy_name {
+        "unauthenticated" => StrategyConfig::Unauthenticated,
+        "upstream_inject" => StrategyConfig::UpstreamInject,
+        "header_injection" => {
+            let header = required("header", raw.header.as_ref())?;
+            let value_env = required("value_env", raw.value_env.as_ref())?;
+            let name = header_name(header.get_ref())
+                .map_err(|message| at.error(format!("{key}.header"), &header, message))?;
+            let value_key = format!("{key}.value_env");
+            let value = secret(env, &value_key, &value_env, at)?;
+            if HeaderValue::from_str(value.expose()).is_err() {
+                return Err(at.error(
+                    value_key,
+                    &value_env,
+                    format!(
+                        "environment variable {} does not hold a valid header value",
+                        value_env.get_ref()
+                    ),
+                ));
+            }
+            StrategyConfig::HeaderInjection {
+                header: name,
+                value,
+            }
+        }
+        "token_exchange" => {
+            let token_url = required("token_url", raw.token_url.as_ref())?;
+            let client_id = required("client_id", raw.client_id.as_ref())?;
+            let secret_env = required("client_secret_env", raw.client_secret_env.as_ref())?;
+            let token_url_key = format!("{key}.token_url");
+            let token_url = http_url(token_url.get_ref())
+                .map_err(|message| at.error(token_url_key, &token_url, message))?;
+            if client_id.get_ref().is_empty() {
+                return Err(at.error(format!("{key}.client_id"), &client_id, "is empty"));
+            }
+            let client_secret = secret(env, &format!("{key}.client_secret_env"), &secret_env, at)?;
+            let client_auth = match raw.client_auth.as_ref() {
+                None => ClientAuth::Basic,
+                Some(value) => match value.get_ref().as_str() {
+                    "basic" => ClientAuth::Basic,
+                    "post" => ClientAuth::Post,
+                    other => {
+                        return Err(at.error(
+                            format!("{key}.client_auth"),
+                            value,
+                            format!(
+                                "unknown client_auth {other:?}; expected \"basic\" or \"post\""
+                            ),
+                        ))
+                    }
+                },
+            };
+            StrategyConfig::TokenExchange {
+                token_url,
+                client_id: client_id.into_inner(),
+                client_secret,
+                scope: raw.scope.as_ref().map(|s| s.get_ref().clone()),
+                client_auth,
+            }
+        }
+        _ => unreachable!("checked against STRATEGY_KEYS above"),
+    };
+
+    let timeout = match &raw.timeout {
+        None => Duration::from_secs(30),
+        Some(value) => {
+            let timeout = at.duration(&format!("{key}.timeout"), value)?;
+            if timeout.is_zero() {
+                return Err(at.error(format!("{key}.timeout"), value, "must be above zero"));
+            }
+            timeout
+        }
+    };
+    let probe = match &raw.probe {
+        None => ProbeConfig::default(),
+        Some(probe) => probe_config(&format!("{key}.probe"), probe, at)?,
+    };
+    Ok(BackendConfig {
+        name: name.clone(),
+        url,
+        strategy,
+        probe,
+        timeout,
+    })
+}
+
+fn probe_config(key: &str, raw: &RawProbe, at: &Lines<'_>) -> Result<ProbeConfig, ConfigError> {
+    let mut probe = ProbeConfig::default();
+    if let Some(method) = &raw.method {
+        probe.method = Method::from_bytes(method.get_ref().as_bytes())
+            .map_err(|_| at.error(format!("{key}.method"), method, "not an HTTP method"))?;
+    }
+    if let Some(path) = &raw.path {
+        let value = path.get_ref();
+        probe.path = match value.parse::<PathAndQuery>() {
+            Ok(parsed) if value.starts_with('/') => parsed,
+            _ => {
+                return Err(at.error(
+                    format!("{key}.path"),
+                    path,
+                    "expected a path starting with '/', like \"/health\"",
+                ))
+            }
+        };
+    }
+    for (name, value) in &raw.headers {
+        let header_key = format!("{key}.headers.{name}");
+        let parsed = header_name(name).map_err(|message| at.error(&header_key, value, message))?;
+        let parsed_value = HeaderValue::from_str(value.get_ref())
+            .map_err(|_| at.error(&header_key, value, "not a valid header value"))?;
+        probe.headers.append(parsed, parsed_value);
+    }
+    probe.body = raw.body.clone().unwrap_or_default();
+    Ok(probe)
+}
+
+/// A backend name is one URL path segment that needs no escaping, and not a route of
+/// the proxy's own.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a usable path segment"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')))
+    {
+        return Err(format!(
+            "{name:?} contains {bad:?}; use letters, digits, '-', '_', '.' and '~'"
+        ));
+    }
+    if RESERVED_NAMES
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+    {
+        return Err(format!(
+            "{name:?} is reserved for the proxy's own endpoints (healthz, health, metrics)"
+        ));
+    }
+    Ok(())
+}
+
+/// An `http://` URL with a host; userinfo, query and fragment refused.
+fn http_url(value: &str) -> Result<Uri, String> {
+    let uri: Uri = value
+        .parse()
+        .map_err(|e| format!("not a valid URL ({e})"))?;
+    match uri.scheme() {
+        Some(scheme) if *scheme == Scheme::HTTP => {}
+        Some(scheme) if *scheme == Scheme::HTTPS => {
+            return Err("https is not supported: this example's client has no TLS connector".into())
+        }
+        _ => return Err("expected an http:// URL".into()),
+    }
+    let authority = uri.authority().map(Authority::as_str).unwrap_or_default();
+    if authority.contains('@') {
+        return Err("credentials in the URL are not allowed; use a strategy".into());
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(uri)
+}
+
+/// A backend's base URL: scheme, authority and path prefix, without a trailing slash.
+fn backend_url(value: &str) -> Result<Uri, String> {
+    let uri = http_url(value)?;
+    if uri.query().is_some() {
+        return Err("a backend URL takes no query".into());
+    }
+    let path = uri.path().trim_end_matches('/').to_owned();
+    let mut parts = uri.into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(if path.is_empty() { "/" } else { &path })
+            .map_err(|e| e.to_string())?,
+    );
+    Uri::from_parts(parts).map_err(|e| e.to_string())
+}
+
+fn header_name(value: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(value.as_bytes())
+        .map_err(|_| format!("{value:?} is not a valid header name"))?;
+    if HOP_BY_HOP.contains(&name.as_str()) || name == http::header::HOST {
+        return Err(format!(
+            "{value:?} is a connection header the proxy removes"
+        ));
+    }
+    Ok(name)
+}
+
+/// Reads the environment variable that `var` names. The error names the variable, never
+/// a value.
+fn secret(
+    env: Env<'_>,
+    key: &str,
+    var: &Spanned<String>,
+    at: &Lines<'_>,
+) -> Result<Secret, ConfigError> {
+    match env(var.get_ref()) {
+        Some(value) if !value.is_empty() => Ok(Secret::new(value)),
+        Some(_) => Err(at.error(
+            key,
+            var,
+            format!("environment variable {} is empty", var.get_ref()),
+        )),
+        None => Err(at.error(
+            key,
+            var,
+            format!(
+                "environment variable {} is not set (secrets come only from the environment)",
+                var.get_ref()
+            ),
+        )),
+    }
+}
+
+/// Parses `"500ms"`, `"30s"`, `"2m"`, `"1h"`, and sums like `"1m30s"`. Decimals are
+/// allowed (`"1.5s"`).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "expected a duration like \"500ms\", \"30s\", \"2m\" or \"1h\"";
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(EXPECTED.into());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{text:?} has no unit; {EXPECTED}"))?;
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration; {EXPECTED}"))?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(format!("{text:?} has an unknown unit {unit:?}; {EXPECTED}")),
+        };
+        total += Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("{text:?} is out of range"))?;
+        rest = after;
+    }
+    Ok(total)
+}
+
+// === error positions ===
+
+/// Turns byte offsets into line numbers, and builds errors at a value.
+struct Lines<'a> {
+    text: &'a str,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        Lines { text }
+    }
+
+    fn line<T>(&self, value: &Spanned<T>) -> usize {
+        line_of(self.text, value.span().start)
+    }
+
+    fn error<T>(
+        &self,
+        key: impl Into<String>,
+        value: &Spanned<T>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            key: Some(key.into()),
+            line: Some(self.line(value)),
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, value: &Spanned<String>) -> Result<Duration, ConfigError> {
+        parse_duration(value.get_ref()).map_err(|message| self.error(key, value, message))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// A parser error, with its key rebuilt from the position: the toml crate names keys
+/// without array indices and shows the offending line, which this error must not do.
+fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().to_owned();
+    let Some(span) = error.span() else {
+        return ConfigError {
+            key: None,
+            line: None,
+            message,
+        };
+    };
+    let line = line_of(text, span.start);
+    let (table, key) = key_at(text, line);
+    let path = |field: &str| -> String {
+        match &table {
+            Some(table) => format!("{table}.{field}"),
+            None => field.to_owned(),
+        }
+    };
+    // serde names the field in these two messages; the position is the table's or the key's.
+    if let Some(field) = field_in(&message, "missing field `") {
+        return ConfigError {
+            key: Some(path(field)),
+            line: Some(line),
+            message: "is required".into(),
+        };
+    }
+    if let Some(field) = field_in(&message, "unknown field `") {
+        let mut message = format!("unknown key{}", message_tail(&message));
+        if ["secret", "token", "password", "key"]
+            .iter()
+            .any(|word| field.contains(word))
+        {
+            message.push_str(
+                "; secrets come only from environment variables (value_env, client_secret_env)",
+            );
+        }
+        return ConfigError {
+            key: Some(path(field)),
+            line: Some(line),
+            message,
+        };
+    }
+    ConfigError {
+        key: key.map(|key| path(&key)).or(table),
+        line: Some(line),
+        message,
+    }
+}
+
+fn field_in<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split('`').next()
+}
+
+/// What follows the field name: `, expected one of ...`.
+fn message_tail(message: &str) -> &str {
+    message.splitn(3, '`').nth(2).unwrap_or_default()
+}
+
+/// The table path (`backends[1].probe`) in force on `line` (1-based), and the key that
+/// line assigns, if any.
+fn key_at(text: &str, line: usize) -> (Option<String>, Option<String>) {
+    let mut table: Option<String> = None;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (number, content) in text.lines().enumerate() {
+        let content = content.trim();
+        if let Some(header) = content.strip_prefix("[[") {
+            let name = header
+                .split("]]")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let count = counts.entry(name.clone()).or_insert(0);
+            *count += 1;
+            table = Some(format!("{name}[{}]", *count - 1));
+        } else if let Some(header) = content.strip_prefix('[') {
+            let name = header.split(']').next().unwrap_or_default().trim();
+            // `[backends.probe]` belongs to the latest `[[backends]]`.
+            let indexed = counts
+                .iter()
+                .filter(|(array, _)| name.starts_with(&format!("{array}.")))
+                .max_by_key(|(array, _)| array.len())
+                .map(|(array, count)| format!("{array}[{}]{}", count - 1, &name[array.len()..]));
+            table = Some(indexed.unwrap_or_else(|| name.to_owned()));
+        }
+        if number + 1 == line {
+            let key = (!content.starts_with('['))
+                .then(|| content.split_once('='))
+                .flatten()
+                .map(|(key, _)| key.trim().trim_matches(['"', '\'']).to_owned())
+                .filter(|key| !key.is_empty());
+            return (table, key);
+        }
+    }
+    (table, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| vars.get(name).cloned()
+    }
+
+    fn parse_err(text: &str) -> ConfigError {
+        parse(text, &env(&[("KEY", "k-123"), ("SECRET", "s-456")]))
+            .expect_err("the configuration must be refused")
+    }
+
+    const MINIMAL: &str = r#"
+[[backends]]
+name = "search"
+url = "http://127.0.0.1:9001"
+strategy = "unauthenticated"
+"#;
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("30s", Some(Duration::from_secs(30))),
+            ("500ms", Some(Duration::from_millis(500))),
+            ("2m", Some(Duration::from_secs(120))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("1m30s", Some(Duration::from_secs(90))),
+            ("1.5s", Some(Duration::from_millis(1500))),
+            (" 10s ", Some(Duration::from_secs(10))),
+            ("0s", Some(Duration::ZERO)),
+            ("30", None),
+            ("s", None),
+            ("", None),
+            ("10 s", None),
+            ("10sec", None),
+            ("-1s", None),
+            ("1.2.3s", None),
+            ("1e3s", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text).ok(), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_issue_example_parses_with_every_strategy() {
+        let text = r#"
+listen = "127.0.0.1:8181"
+[health]
+interval = "30s"
+timeout = "10s"
+jitter = 0.1
+unhealthy_threshold = 3
+healthy_threshold = 2
+degraded_threshold = 2
+slow_threshold = "5s"
+
+[[backends]]
+name = "github"
+url = "http://127.0.0.1:9001"
+strategy = "upstream_inject"
+[backends.probe]
+method = "POST"
+path = "/mcp"
+headers = { "content-type" = "application/json" }
+body = '{"jsonrpc":"2.0","id":1,"method":"ping"}'
+
+[[backends]]
+name = "search"
+url = "http://127.0.0.1:9002/api/"
+strategy = "header_injection"
+header = "x-api-key"
+value_env = "KEY"
+timeout = "2s"
+
+[[backends]]
+name = "billing"
+url = "http://127.0.0.1:9003"
+strategy = "token_exchange"
+token_url = "http://127.0.0.1:9004/oauth/token"
+client_id = "gateway"
+client_secret_env = "SECRET"
+scope = "billing:read"
+client_auth = "post"
+
+[[backends]]
+name = "open"
+url = "http://[::1]:9005"
+strategy = "unauthenticated"
+"#;
+        let config = parse(text, &env(&[("KEY", "k-123"), ("SECRET", "s-456")])).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8181".parse().unwrap());
+        assert_eq!(config.health, HealthConfig::default());
+        let [github, search, billing, open] = &config.backends[..] else {
+            panic!("four backends");
+        };
+        assert_eq!(github.probe.method, Method::POST);
+        assert_eq!(github.probe.path.as_str(), "/mcp");
+        assert_eq!(github.probe.headers["content-type"], "application/json");
+        assert!(github.probe.body.contains("ping"));
+        assert!(matches!(github.strategy, StrategyConfig::UpstreamInject));
+        assert_eq!(search.url, "http://127.0.0.1:9002/api");
+        assert_eq!(search.timeout, Duration::from_secs(2));
+        assert_eq!(search.probe.method, Method::GET);
+        match &search.strategy {
+            StrategyConfig::HeaderInjection { header, value } => {
+                assert_eq!(header, "x-api-key");
+                assert_eq!(value.expose(), "k-123");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &billing.strategy {
+            StrategyConfig::TokenExchange {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+                client_auth,
+            } => {
+                assert_eq!(token_url, "http://127.0.0.1:9004/oauth/token");
+                assert_eq!(client_id, "gateway");
+                assert_eq!(client_secret.expose(), "s-456");
+                assert_eq!(scope.as_deref(), Some("billing:read"));
+                assert_eq!(*client_auth, ClientAuth::Post);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(open.url, "http://[::1]:9005/");
+        assert_eq!(open.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let config = parse(MINIMAL, &env(&[])).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.health, HealthConfig::default());
+        assert_eq!(config.health.policy(), Policy::default());
+        assert_eq!(config.backends[0].probe.path.as_str(), "/");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let text = format!("{MINIMAL}\n[[backends]]\nname = \"k\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"header_injection\"\nheader = \"x-api-key\"\nvalue_env = \"KEY\"\n");
+        let config = parse(&text, &env(&[("KEY", "k-123")])).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("k-123"), "{debug}");
+        assert!(debug.contains("<redacted>"));
+    }
+
+    /// One bad file per row: the key and line the error must name, and a word of its message.
+    #[test]
+    fn bad_files_name_the_key_and_line() {
+        let backend = |extra: &str| {
+            format!(
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n{extra}"
+            )
+        };
+        // (what is wrong, the file, the key named, the line named, a word of the message)
+        type Case = (
+            &'static str,
+            String,
+            Option<&'static str>,
+            Option<usize>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            ("syntax error", "listen = \n".into(), Some("listen"), Some(1), "quoted"),
+            (
+                "listen not an address",
+                format!("listen = \"localhost\"\n{}", backend("")),
+                Some("listen"),
+                Some(1),
+                "IP address",
+            ),
+            (
+                "a duration without a unit",
+                format!("[health]\ninterval = \"30\"\n{}", backend("")),
+                Some("health.interval"),
+                Some(2),
+                "no unit",
+            ),
+            (
+                "a duration as a number",
+                format!("[health]\n\ntimeout = 30\n{}", backend("")),
+                Some("health.timeout"),
+                Some(3),
+                "invalid type",
+            ),
+            (
+                "a zero interval",
+                format!("[health]\ninterval = \"0s\"\n{}", backend("")),
+                Some("health.interval"),
+                Some(2),
+                "above zero",
+            ),
+            (
+                "jitter out of range",
+                format!("[health]\njitter = 1.5\n{}", backend("")),
+                Some("health.jitter"),
+                Some(2),
+                "between 0 and 1",
+            ),
+            (
+                "a zero threshold",
+                format!("[health]\nhealthy_threshold = 0\n{}", backend("")),
+                Some("health.healthy_threshold"),
+                Some(2),
+                "at least 1",
+            ),
+            (
+                "a negative threshold",
+                format!("[health]\nunhealthy_threshold = -1\n{}", backend("")),
+                Some("health.unhealthy_threshold"),
+                Some(2),
+                "invalid value",
+            ),
+            (
+                "an unknown key in [health]",
+                format!("[health]\nintervall = \"1s\"\n{}", backend("")),
+                Some("health.intervall"),
+                Some(2),
+                "unknown key",
+            ),
+            ("no backend", "listen = \"127.0.0.1:1\"\n".into(), Some("backends"), None, "at least one"),
+            (
+                "a missing url, in the second backend",
+                format!("{}[[backends]]\nname = \"b\"\nstrategy = \"unauthenticated\"\n", backend("")),
+                Some("backends[1].url"),
+                Some(5),
+                "required",
+            ),
+            (
+                "an unknown strategy",
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"oauth\"\n".into(),
+                Some("backends[0].strategy"),
+                Some(4),
+                "unknown strategy \"oauth\"",
+            ),
+            (
+                "a reserved name",
+                "[[backends]]\nname = \"metrics\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].name"),
+                Some(2),
+                "reserved",
+            ),
+            (
+                "a reserved name in other case",
+                "[[backends]]\nname = \"Healthz\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].name"),
+                Some(2),
+                "reserved",
+            ),
+            (
+                "a name with a slash",
+                "[[backends]]\nname = \"a/b\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].name"),
+                Some(2),
+                "contains '/'",
+            ),
+            (
+                "a duplicate name",
+                format!("{}{}", backend(""), backend("")),
+                Some("backends[1].name"),
+                Some(6),
+                "duplicate",
+            ),
+            (
+                "an https url",
+                "[[backends]]\nname = \"a\"\nurl = \"https://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].url"),
+                Some(3),
+                "https",
+            ),
+            (
+                "a url with credentials",
+                "[[backends]]\nname = \"a\"\nurl = \"http://u:p@127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].url"),
+                Some(3),
+                "credentials",
+            ),
+            (
+                "not a url",
+                "[[backends]]\nname = \"a\"\nurl = \"127.0.0.1 9001\"\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].url"),
+                Some(3),
+                "not a valid URL",
+            ),
+            (
+                "a key of another strategy",
+                backend("header = \"x-api-key\"\n"),
+                Some("backends[0].header"),
+                Some(5),
+                "not a key of strategy \"unauthenticated\"",
+            ),
+            (
+                "header_injection without value_env",
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"header_injection\"\nheader = \"x-api-key\"\n".into(),
+                Some("backends[0].value_env"),
+                Some(1),
+                "required by strategy \"header_injection\"",
+            ),
+            (
+                "an unset environment variable",
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"header_injection\"\nheader = \"x-api-key\"\nvalue_env = \"NOT_SET\"\n".into(),
+                Some("backends[0].value_env"),
+                Some(6),
+                "NOT_SET is not set",
+            ),
+            (
+                "a hop-by-hop injected header",
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"header_injection\"\nheader = \"connection\"\nvalue_env = \"KEY\"\n".into(),
+                Some("backends[0].header"),
+                Some(5),
+                "connection header",
+            ),
+            (
+                "token_exchange without token_url",
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"token_exchange\"\nclient_id = \"c\"\nclient_secret_env = \"SECRET\"\n".into(),
+                Some("backends[0].token_url"),
+                Some(1),
+                "required",
+            ),
+            (
+                "a bad client_auth",
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"token_exchange\"\ntoken_url = \"http://127.0.0.1:2/token\"\nclient_id = \"c\"\nclient_secret_env = \"SECRET\"\nclient_auth = \"jwt\"\n".into(),
+                Some("backends[0].client_auth"),
+                Some(8),
+                "\"basic\" or \"post\"",
+            ),
+            (
+                "a secret written into the file",
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"token_exchange\"\nclient_secret = \"hunter2\"\n".into(),
+                Some("backends[0].client_secret"),
+                Some(5),
+                "environment variables",
+            ),
+            (
+                "a probe path without a slash",
+                backend("[backends.probe]\npath = \"health\"\n"),
+                Some("backends[0].probe.path"),
+                Some(6),
+                "starting with '/'",
+            ),
+            (
+                "a bad probe method",
+                backend("[backends.probe]\nmethod = \"GE T\"\n"),
+                Some("backends[0].probe.method"),
+                Some(6),
+                "HTTP method",
+            ),
+            (
+                "a probe header that is not a string",
+                backend("[backends.probe]\nheaders = { accept = 1 }\n"),
+                Some("backends[0].probe.headers"),
+                Some(6),
+                "invalid type",
+            ),
+            (
+                "an unknown key in a probe table",
+                backend("[backends.probe]\nmethods = \"GET\"\n"),
+                Some("backends[0].probe.methods"),
+                Some(6),
+                "unknown key",
+            ),
+            (
+                "a backend timeout of zero",
+                backend("timeout = \"0ms\"\n"),
+                Some("backends[0].timeout"),
+                Some(5),
+                "above zero",
+            ),
+        ];
+        for (case, text, key, line, message) in cases {
+            let error = parse_err(&text);
+            assert_eq!(error.key.as_deref(), key, "{case}: {error}");
+            assert_eq!(error.line, line, "{case}: {error}");
+            assert!(
+                error.message.contains(message),
+                "{case}: {error:?} should say {message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_never_quote_a_secret_from_the_file_or_the_environment() {
+        let text = "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\nclient_secret = \"hunter2\"\n";
+        let shown = parse_err(text).to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+
+        // An environment value that cannot be a header value: named, not shown.
+        let text = "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"header_injection\"\nheader = \"x-api-key\"\nvalue_env = \"KEY\"\n";
+        let error = parse(text, &env(&[("KEY", "bad\nvalue-789")])).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("backends[0].value_env"));
+        assert!(!error.to_string().contains("value-789"), "{error}");
+    }
+
+    #[test]
+    fn display_puts_line_then_key() {
+        let error = parse_err(
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"oauth\"\n",
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("line 4: backends[0].strategy: unknown strategy"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! Demo mode: three backends on loopback (one healthy, one behind OAuth, one closed port),
+//! the proxy in front of them, and the health table printed each time it changes.
+
+// Printing the table is what demo mode is for.
+#![allow(clippy::print_stdout)]
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use axum::routing::any;
+use axum::Router;
+use bytes::Bytes;
+use http::{header, HeaderMap, Request, StatusCode};
+use http_body::Frame;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tower_health_classify::Snapshot;
+
+use crate::config::{BackendConfig, Config, HealthConfig, ProbeConfig, StrategyConfig};
+use crate::gateway;
+
+/// The token the OAuth-protected demo backend accepts.
+pub(crate) const DEMO_USER_TOKEN: &str = "demo-user-token";
+
+/// Where the demo backends listen.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DemoBackends {
+    pub(crate) search: SocketAddr,
+    pub(crate) github: SocketAddr,
+    pub(crate) billing: SocketAddr,
+}
+
+/// Starts the healthy and the OAuth-protected backends, and finds a closed port.
+pub(crate) async fn start_backends() -> io::Result<DemoBackends> {
+    let search = serve(Router::new().fallback(any(search))).await?;
+    let github = {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = Router::new().fallback(any(move |request: Request<Body>| async move {
+            github(addr, request.headers())
+        }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    };
+    // Bound, then dropped: nothing listens there.
+    let billing = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    Ok(DemoBackends {
+        search,
+        github,
+        billing,
+    })
+}
+
+async fn serve(app: Router) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// Answers 200 with what it was asked; `/events` is a server-sent event stream.
+async fn search(request: Request<Body>) -> Response {
+    if request.uri().path() == "/events" {
+        let (sender, body) = channel_body();
+        tokio::spawn(async move {
+            for tick in 1..=5 {
+                let event = format!("event: tick\ndata: {{\"tick\":{tick}}}\n\n");
+                if sender.send(Bytes::from(event)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(body)
+            .expect("a valid response");
+    }
+    let body = serde_json::json!({
+        "backend": "search",
+        "method": request.method().as_str(),
+        "path": request.uri().path(),
+        "query": request.uri().query(),
+    });
+    json(StatusCode::OK, &body)
+}
+
+/// An MCP-style resource server: 401 with a Bearer challenge (RFC 9728) unless the
+/// request carries the demo user's token.
+fn github(addr: SocketAddr, headers: &HeaderMap) -> Response {
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if sent == Some(&format!("Bearer {DEMO_USER_TOKEN}")) {
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({ "backend": "github", "user": "demo" }),
+        );
+    }
+    let mut challenge = format!(
+        r#"Bearer resource_metadata="http://{addr}/.well-known/oauth-protected-resource", scope="mcp""#
+    );
+    if sent.is_some() {
+        challenge.push_str(r#", error="invalid_token""#);
+    }
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(header::WWW_AUTHENTICATE, challenge)
+        .body(Body::empty())
+        .expect("a valid response")
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a valid response")
+}
+
+/// A response body fed chunk by chunk through a channel.
+fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+    let (sender, receiver) = mpsc::channel(1);
+    (sender, Body::new(ChannelBody { receiver }))
+}
+
+struct ChannelBody {
+    receiver: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.receiver
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+/// The demo's configuration: probes every `interval`, each given half of it.
+pub(crate) fn config(backends: &DemoBackends, listen: SocketAddr, interval: Duration) -> Config {
+    let backend = |name: &str, addr: SocketAddr, strategy: StrategyConfig| BackendConfig {
+        name: name.to_owned(),
+        url: format!("http://{addr}/").parse().expect("a valid URL"),
+        strategy,
+        probe: ProbeConfig::default(),
+        timeout: Duration::from_secs(10),
+    };
+    Config {
+        listen,
+        health: HealthConfig {
+            interval,
+            timeout: interval / 2,
+            ..HealthConfig::default()
+        },
+        backends: vec![
+            backend("search", backends.search, StrategyConfig::Unauthenticated),
+            backend("github", backends.github, StrategyConfig::UpstreamInject),
+            backend("billing", backends.billing, StrategyConfig::Unauthenticated),
+        ],
+    }
+}
+
+/// The health table: one line per backend.
+pub(crate) fn table(snapshot: &Snapshot) -> String {
+    let mut out = format!(
+        "  {:<9}{:<18}{:<17}{:<21}{:>7}  {}\n",
+        "backend", "strategy", "status", "reason", "checks", "last error"
+    );
+    for backend in &snapshot.backends {
+        let _ = writeln!(
+            out,
+            "  {:<9}{:<18}{:<17}{:<21}{:>7}  {}",
+            backend.name,
+            backend.strategy.name(),
+            backend.status.as_str(),
+            backend.reason.map_or("-", |r| r.as_str()),
+            backend.checks,
+            backend.last_error.as_deref().unwrap_or("-"),
+        );
+    }
+    out
+}
+
+/// 127.0.0.1:8080, or the next free port up to 8099, or any free port.
+async fn listener() -> io::Result<TcpListener> {
+    for port in 8080..8100 {
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            return Ok(listener);
+        }
+    }
+    TcpListener::bind("127.0.0.1:0").await
+}
+
+/// Runs the demo until `shutdown` completes (Ctrl-C).
+pub(crate) async fn run(shutdown: impl std::future::Future<Output = ()>) -> io::Result<()> {
+    let backends = start_backends().await?;
+    let listener = listener().await?;
+    let listen = listener.local_addr()?;
+    let config = config(&backends, listen, Duration::from_secs(2));
+    let gateway = gateway::start(&config, listener)?;
+    let mut transitions = gateway.registry().subscribe();
+    let url = format!("http://{listen}");
+
+    println!("tower-health-classify proxy demo: three backends on loopback, probed every 2 s\n");
+    println!(
+        "  search   http://{}  unauthenticated  answers 200 (and an event stream at /events)",
+        backends.search
+    );
+    println!(
+        "  github   http://{}  upstream_inject  answers 401 + Bearer challenge, 200 to \"Bearer {DEMO_USER_TOKEN}\"",
+        backends.github
+    );
+    println!(
+        "  billing  http://{}  unauthenticated  nothing listens\n",
+        backends.billing
+    );
+    println!("proxy on {url} (Ctrl-C to stop); try:");
+    for line in [
+        format!("curl -i '{url}/search/hello?q=1'"),
+        format!("curl -N {url}/search/events"),
+        format!("curl -i {url}/github/"),
+        format!("curl -i -H 'Authorization: Bearer {DEMO_USER_TOKEN}' {url}/github/"),
+        format!("curl -i {url}/billing/"),
+        format!("curl -i {url}/healthz"),
+        format!("curl {url}/health/backends"),
+        format!("curl {url}/metrics"),
+    ] {
+        println!("  {line}");
+    }
+    println!();
+
+    let start = Instant::now();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(first) = transitions.recv() => {
+                // Probes of several backends land together: one table for all of them.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut changes = vec![first];
+                while let Some(next) = transitions.try_recv() {
+                    changes.push(next);
+                }
+                let snapshot = gateway.registry().snapshot();
+                println!("[{:>5.1} s] phase {}", start.elapsed().as_secs_f64(), snapshot.phase);
+                for change in &changes {
+                    println!("  {change}");
+                }
+                println!("{}", table(&snapshot));
+            }
+        }
+    }
+    println!("stopping");
+    gateway.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! Forwarding: one request from the caller to a backend and the answer back, streamed
+//! both ways, with the connection's own headers removed and failures turned into small
+//! JSON answers (502, 504).
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::uri::PathAndQuery;
+use http::{
+    header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
+};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::timeout::Timeout;
+use tower::ServiceExt;
+use tower_health_classify::{BackendError, BackendHandle, HealthClassify, LocalKind};
+
+use crate::auth::{BearerToken, OutgoingAuthService};
+use crate::config::HOP_BY_HOP;
+use crate::token::TokenError;
+
+/// The HTTP client every backend and token endpoint shares (one connection pool).
+pub(crate) type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+
+/// What a route sends a request through: outgoing auth, the classify layer, the timeout,
+/// the token, the client (see `gateway` for why in this order).
+pub(crate) type BackendService = OutgoingAuthService<
+    HealthClassify<
+        Timeout<BearerToken<Client>>,
+        BackendHandle,
+        tower_health_classify::DefaultClassifier,
+    >,
+>;
+
+/// One backend, as the router sees it.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    /// `http://host:port` and the base path (`/` or `/api`).
+    pub(crate) base: Uri,
+    pub(crate) service: BackendService,
+    /// Removed from responses: the header the gateway's credential travels in.
+    pub(crate) credential_header: Option<HeaderName>,
+    pub(crate) timeout: Duration,
+}
+
+/// Removes the headers that belong to one connection: those the `Connection` header names,
+/// then the fixed list (RFC 9110 §7.6.1, plus `Proxy-Connection` and the proxy-auth pair).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// The backend URI for `rest` (what follows `/{backend}`, possibly empty) and `query`.
+pub(crate) fn upstream_uri(
+    base: &Uri,
+    rest: &str,
+    query: Option<&str>,
+) -> Result<Uri, http::Error> {
+    let prefix = base.path().trim_end_matches('/');
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let path_and_query = match query {
+        Some(query) => format!("{prefix}{rest}?{query}"),
+        None => format!("{prefix}{rest}"),
+    };
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query)?);
+    Ok(Uri::from_parts(parts)?)
+}
+
+/// Forwards `request`, whose path after `/{backend}` is `rest`, to `route`.
+pub(crate) async fn forward(
+    route: &Route,
+    mut request: Request<Body>,
+    rest: &str,
+    peer: Option<SocketAddr>,
+) -> Response<Body> {
+    let uri = match upstream_uri(&route.base, rest, request.uri().query()) {
+        Ok(uri) => uri,
+        Err(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &route.name,
+                None,
+                "the request path cannot be forwarded",
+            )
+        }
+    };
+    // HTTP/2 callers send the host as the URI's authority, not as a header.
+    let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
+        let authority = request.uri().authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    // The client sets Host from the backend's URI, as a reverse proxy should.
+    headers.remove(header::HOST);
+    if let Some(peer) = peer {
+        append_forwarded_for(headers, peer);
+    }
+    if let Some(host) = original_host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    *request.uri_mut() = uri;
+    // The caller may speak HTTP/2 to the proxy; the backend connection is HTTP/1.1.
+    *request.version_mut() = Version::HTTP_11;
+
+    let method = request.method().clone();
+    let result = route.service.clone().oneshot(request).await;
+    let response = match result {
+        Ok(response) => response_to_caller(response, route.credential_header.as_ref()),
+        Err(error) => failure_response(route, &error),
+    };
+    tracing::debug!(
+        backend = %route.name,
+        %method,
+        // The path only: a query may carry a token.
+        path = rest,
+        status = response.status().as_u16(),
+        "proxied"
+    );
+    response
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers
+        .get(HeaderName::from_static("x-forwarded-for"))
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(earlier) => format!("{earlier}, {ip}"),
+        None => ip,
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+}
+
+/// The backend's response, its body streamed as it arrives.
+fn response_to_caller(
+    response: Response<Incoming>,
+    credential_header: Option<&HeaderName>,
+) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(name) = credential_header {
+        parts.headers.remove(name);
+    }
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// 502 for a backend that could not be reached or answered garbage, 504 for one that took
+/// too long, each with a small JSON body. Never says more than the failure's kind: an
+/// error's text may hold a backend's words.
+fn failure_response(route: &Route, error: &BackendError) -> Response<Body> {
+    if let Some(token) = find_token_error(error) {
+        let status = if error.is_timeout() {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        return error_response(
+            status,
+            "token_exchange_failed",
+            &route.name,
+            Some(token.reason()),
+            "the proxy could not get an access token for this backend",
+        );
+    }
+    match error {
+        BackendError::Timeout { .. } => error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            &route.name,
+            Some("timeout"),
+            &format!(
+                "the backend did not answer within {}",
+                humanize(route.timeout)
+            ),
+        ),
+        BackendError::Local {
+            kind: LocalKind::Overloaded,
+            ..
+        } => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            &route.name,
+            Some("overloaded"),
+            "the proxy is overloaded",
+        ),
+        BackendError::Local { kind, .. } => error_response(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            &route.name,
+            Some(kind.as_str()),
+            "the request could not be sent to the backend",
+        ),
+        BackendError::Transport { kind, .. } => error_response(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            &route.name,
+            Some(kind.as_str()),
+            "the backend could not be reached or gave no valid answer",
+        ),
+        _ => error_response(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            &route.name,
+            None,
+            "the backend could not be reached or gave no valid answer",
+        ),
+    }
+}
+
+fn find_token_error(error: &BackendError) -> Option<&TokenError> {
+    let mut next = error.source();
+    while let Some(current) = next {
+        if let Some(token) = current.downcast_ref::<TokenError>() {
+            return Some(token);
+        }
+        next = current.source();
+    }
+    None
+}
+
+/// A JSON error answer of the proxy's own.
+pub(crate) fn error_response(
+    status: StatusCode,
+    error: &str,
+    backend: &str,
+    reason: Option<&str>,
+    message: &str,
+) -> Response<Body> {
+    let mut body = serde_json::json!({ "error": error, "backend": backend, "message": message });
+    if let Some(reason) = reason {
+        body["reason"] = reason.into();
+    }
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `30s`, `1500ms`.
+fn humanize(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// Only `http://` backends: the client has no TLS connector.
+pub(crate) fn client(connect_timeout: Duration) -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Private"),
+            ("connection", "x-other"),
+            ("x-private", "1"),
+            ("x-other", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic cHJveHk6cHJveHk="),
+            ("proxy-authenticate", "Basic realm=\"proxy\""),
+            ("authorization", "Bearer user"),
+            ("content-type", "text/plain"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn upstream_uris_keep_the_base_path_the_rest_and_the_query() {
+        let base: Uri = "http://127.0.0.1:9001/api".parse().unwrap();
+        let root: Uri = "http://127.0.0.1:9001/".parse().unwrap();
+        let cases: &[(&Uri, &str, Option<&str>, &str)] = &[
+            (&base, "", None, "http://127.0.0.1:9001/api/"),
+            (&base, "/", None, "http://127.0.0.1:9001/api/"),
+            (
+                &base,
+                "/a/b",
+                Some("x=1&y=%20"),
+                "http://127.0.0.1:9001/api/a/b?x=1&y=%20",
+            ),
+            (&root, "", None, "http://127.0.0.1:9001/"),
+            (&root, "/a%2Fb/", Some(""), "http://127.0.0.1:9001/a%2Fb/?"),
+        ];
+        for (base, rest, query, want) in cases {
+            assert_eq!(
+                upstream_uri(base, rest, *query).unwrap(),
+                *want,
+                "{rest} {query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_in_messages() {
+        assert_eq!(humanize(Duration::from_secs(30)), "30s");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1500ms");
+    }
+}

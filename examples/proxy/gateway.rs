@@ -1,0 +1,232 @@
+//! The proxy assembled: the registry, one service stack per backend, the prober, the
+//! router, the server. [`start`] runs it on a listener; tests call it on an ephemeral
+//! loopback port.
+//!
+//! # The stack of one backend
+//!
+//! ```text
+//! caller ─► router ─► forward (hop-by-hop headers out, URI rewritten)
+//!   ─► OutgoingAuthLayer     sets or strips credentials; marks Credentials::Sent for the gateway's own
+//!   ─► HealthClassifyLayer   classifies and reports; pass-through, so 401/403 reach the caller
+//!   ─► Timeout               until the response head; the body then streams unbounded
+//!   ─► BearerTokenLayer      token_exchange only: fetches (cached) and adds the token
+//!   ─► hyper-util client
+//! ```
+//!
+//! Outgoing auth goes **outside** the classify layer: the layer decides "were credentials
+//! sent?" when the request enters it, so it must see the request as the backend will
+//! (the caller's `Authorization` already stripped for `unauthenticated`, the API key
+//! already set for `header_injection`). Were it inside, a 401 to a stripped request would
+//! be judged as if the caller's token had been sent. The token is the exception: getting
+//! it may fail or take time, and such a failure must be reported against the backend and
+//! bounded by the timeout like any other, so the token layer goes **inside**, and the
+//! outer layer declares `Credentials::Sent` for it.
+//!
+//! Probes go through the same stack: the prober wraps what `make` returns in its own
+//! classify layer and timeout, so `make` hands it `BearerToken<Client>` and a probe request
+//! already prepared by the same `OutgoingAuth`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use axum::routing::{any, get};
+use axum::Router;
+use http::{Request, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower::{Layer, ServiceBuilder};
+use tower_health_classify::{HealthClassifyLayer, HealthRegistry, Probe, Prober};
+
+use crate::auth::{BearerToken, BearerTokenLayer, OutgoingAuth, OutgoingAuthLayer};
+use crate::config::{Config, ProbeConfig};
+use crate::forward::{self, Client, Route};
+use crate::health::{self, HealthState};
+
+/// A running proxy.
+pub(crate) struct Gateway {
+    addr: SocketAddr,
+    registry: HealthRegistry,
+    prober: Prober,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<io::Result<()>>,
+}
+
+impl Gateway {
+    /// The address it listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The registry holding every backend's health.
+    pub(crate) fn registry(&self) -> &HealthRegistry {
+        &self.registry
+    }
+
+    /// Stops probing, stops accepting, and waits up to `grace` for requests in flight (an
+    /// open event stream would otherwise hold the shutdown forever).
+    pub(crate) async fn shutdown(self, grace: Duration) {
+        self.prober.shutdown().await;
+        let _ = self.stop.send(());
+        let mut server = self.server;
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            server.abort();
+        }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+struct AppState {
+    routes: Arc<HashMap<String, Route>>,
+    health: HealthState,
+}
+
+impl axum::extract::FromRef<AppState> for HealthState {
+    fn from_ref(state: &AppState) -> Self {
+        state.health.clone()
+    }
+}
+
+/// Builds the proxy for `config` and serves it on `listener`. Probing starts at once.
+pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gateway> {
+    let addr = listener.local_addr()?;
+    // Before any backend is registered: the registry resolves its metric handles then.
+    let metrics = health::prometheus();
+    let registry = HealthRegistry::new(config.health.policy());
+    // A connection that takes longer than a whole probe may is not worth waiting for.
+    let client = forward::client(config.health.timeout);
+
+    let mut routes = HashMap::new();
+    let mut probes = HashMap::new();
+    for backend in &config.backends {
+        let auth = OutgoingAuth::new(&backend.name, &backend.strategy, &client, backend.timeout);
+        let handle = registry.register(backend.name.as_str(), auth.strategy());
+        let service = ServiceBuilder::new()
+            .layer(OutgoingAuthLayer::new(auth.clone()))
+            .layer(HealthClassifyLayer::new(handle).pass_through_auth())
+            .timeout(backend.timeout)
+            .layer(BearerTokenLayer::new(auth.token_source()))
+            .service(client.clone());
+        routes.insert(
+            backend.name.clone(),
+            Route {
+                name: backend.name.as_str().into(),
+                base: backend.url.clone(),
+                service,
+                credential_header: auth.credential_header().cloned(),
+                timeout: backend.timeout,
+            },
+        );
+        let uri = forward::upstream_uri(
+            &backend.url,
+            backend.probe.path.path(),
+            backend.probe.path.query(),
+        )
+        .map_err(io::Error::other)?;
+        probes.insert(
+            backend.name.clone(),
+            ProbeTarget {
+                uri,
+                probe: backend.probe.clone(),
+                token: BearerTokenLayer::new(auth.token_source()),
+                auth,
+            },
+        );
+    }
+
+    let prober = Prober::builder(registry.clone())
+        .interval(config.health.interval)
+        .jitter(config.health.jitter)
+        .timeout(config.health.timeout)
+        .spawn(move |name: &str| probes.get(name).map(|target| target.request(&client)));
+
+    let state = AppState {
+        routes: Arc::new(routes),
+        health: HealthState {
+            registry: registry.clone(),
+            metrics,
+        },
+    };
+    let app = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/health/backends", get(health::backends))
+        .route("/metrics", get(health::metrics))
+        .route("/{backend}", any(proxy))
+        .route("/{backend}/", any(proxy))
+        .route("/{backend}/{*path}", any(proxy))
+        .with_state(state);
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Ok(Gateway {
+        addr,
+        registry,
+        prober,
+        stop,
+        server,
+    })
+}
+
+/// What a backend's probe is made of.
+struct ProbeTarget {
+    uri: http::Uri,
+    probe: ProbeConfig,
+    auth: OutgoingAuth,
+    token: BearerTokenLayer,
+}
+
+impl ProbeTarget {
+    /// The service and request `make` hands the prober, which adds its own classify layer
+    /// and timeout around the service: the same stack as traffic.
+    fn request(&self, client: &Client) -> (BearerToken<Client>, Request<Body>) {
+        let mut request = Request::new(Body::from(self.probe.body.clone()));
+        *request.method_mut() = self.probe.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.probe.headers.clone();
+        // The prober inserts it too, but only after `make`: `prepare` must see it now.
+        request.extensions_mut().insert(Probe);
+        self.auth.prepare(&mut request);
+        (self.token.layer(client.clone()), request)
+    }
+}
+
+/// `/{backend}`, `/{backend}/` and `/{backend}/{*path}`. The path is taken raw from the
+/// URI, not from the decoded route parameters: a proxy forwards what it was sent.
+async fn proxy(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request<Body>,
+) -> Response {
+    let path = request.uri().path().trim_start_matches('/');
+    let (name, rest) = match path.find('/') {
+        Some(slash) => (&path[..slash], &path[slash..]),
+        None => (path, ""),
+    };
+    let Some(route) = state.routes.get(name) else {
+        return forward::error_response(
+            StatusCode::NOT_FOUND,
+            "unknown_backend",
+            name,
+            None,
+            "no backend has this name",
+        );
+    };
+    let rest = rest.to_owned();
+    forward::forward(route, request, &rest, Some(peer)).await
+}

@@ -1,0 +1,1193 @@
+//! End-to-end tests of the proxy example (`examples/proxy/`): its modules are compiled into
+//! this test, each test starts the proxy in-process on an ephemeral loopback port in front
+//! of loopback backends (`tests/proxy/backends.rs`), and talks to it over real sockets.
+//! Nothing leaves 127.0.0.1. The modules' own unit tests (config parsing, durations, token
+//! cache on paused time, hop-by-hop headers) run here too.
+//!
+//! Waits are bounded (5 s) but nothing asserts on how long anything took.
+
+#![cfg(all(
+    feature = "probe",
+    feature = "serde",
+    feature = "metrics",
+    feature = "hyper-util"
+))]
+
+// The example's modules; main.rs uses all of them, these tests only part.
+#[allow(dead_code)]
+#[path = "../examples/proxy/auth.rs"]
+mod auth;
+#[allow(dead_code)]
+#[path = "../examples/proxy/config.rs"]
+mod config;
+#[allow(dead_code)]
+#[path = "../examples/proxy/demo.rs"]
+mod demo;
+#[allow(dead_code)]
+#[path = "../examples/proxy/forward.rs"]
+mod forward;
+#[allow(dead_code)]
+#[path = "../examples/proxy/gateway.rs"]
+mod gateway;
+#[allow(dead_code)]
+#[path = "../examples/proxy/health.rs"]
+mod health;
+#[allow(dead_code)]
+#[path = "../examples/proxy/token.rs"]
+mod token;
+
+#[path = "proxy/backends.rs"]
+mod backends;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use axum::routing::any;
+use axum::Router;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tower_health_classify::{HealthStatus, Reason, TransportKind};
+
+use crate::backends::{channel_body, closed_port, garbage, recording, silent, Seen, Server};
+use crate::gateway::Gateway;
+
+/// Every wait in these tests gives up (and fails) after this long.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Probes every 50 ms; one verdict moves a status.
+const FAST: &str = r#"
+[health]
+interval = "50ms"
+timeout = "1s"
+jitter = 0.0
+unhealthy_threshold = 1
+healthy_threshold = 1
+degraded_threshold = 1
+"#;
+
+/// One probe at start, then none for an hour: traffic alone moves what follows.
+const ONCE: &str = r#"
+[health]
+interval = "1h"
+timeout = "1s"
+jitter = 0.0
+unhealthy_threshold = 1
+healthy_threshold = 1
+degraded_threshold = 1
+"#;
+
+/// Marks the probes so that a backend can tell them from traffic.
+const PROBE: &str = "[backends.probe]\nheaders = { \"x-probe\" = \"1\" }\n";
+
+// === helpers ===
+
+async fn start(toml: &str, env: &[(&str, &str)]) -> Gateway {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let config = config::parse(toml, &|name: &str| env.get(name).cloned())
+        .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    gateway::start(&config, listener).unwrap()
+}
+
+fn url(gateway: &Gateway, path: &str) -> String {
+    format!("http://{}{path}", gateway.addr())
+}
+
+/// A `[[backends]]` entry.
+fn backend(name: &str, url: &str, strategy: &str, extra: &str) -> String {
+    format!(
+        "\n[[backends]]\nname = \"{name}\"\nurl = \"{url}\"\nstrategy = \"{strategy}\"\n{extra}\n"
+    )
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+async fn send(request: Request<Full<Bytes>>) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = tokio::time::timeout(PATIENCE, client.request(request))
+        .await
+        .expect("the proxy answers")
+        .expect("the proxy answers");
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(PATIENCE, body.collect())
+        .await
+        .expect("the body ends")
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn get(url: &str) -> Answer {
+    send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::get(url).body(Full::default()).unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    send(request).await
+}
+
+/// Waits until `backend` is in `status`.
+async fn wait_status(gateway: &Gateway, backend: &str, status: HealthStatus) {
+    let reached = tokio::time::timeout(PATIENCE, async {
+        while gateway.registry().status(backend) != Some(status) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if reached.is_err() {
+        panic!(
+            "{backend} never became {status}: {:#?}",
+            gateway.registry().snapshot()
+        );
+    }
+}
+
+/// Waits until `condition` holds.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let reached = tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "never happened: {what}");
+}
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("never happened: {what}"))
+}
+
+fn ok_json(body: &serde_json::Value) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn ok(_: &Seen) -> Response {
+    Response::new(Body::from("ok"))
+}
+
+fn challenge(_: &Seen) -> Response {
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(
+            header::WWW_AUTHENTICATE,
+            r#"Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource", scope="mcp""#,
+        )
+        .body(Body::empty())
+        .unwrap()
+}
+
+// === routing ===
+
+#[tokio::test]
+async fn routes_path_and_query_to_the_backend_under_its_base_path() {
+    let (server, seen) = recording(|seen: &Seen| {
+        ok_json(
+            &serde_json::json!({ "uri": seen.uri, "body": String::from_utf8_lossy(&seen.body) }),
+        )
+    })
+    .await;
+    let base = format!("{}/api/", server.url());
+    let gateway = start(&backend("echo", &base, "unauthenticated", PROBE), &[]).await;
+
+    let cases = [
+        ("/echo/a/b?x=1&y=two%20words", "/api/a/b?x=1&y=two%20words"),
+        ("/echo/a%2Fb/", "/api/a%2Fb/"),
+        ("/echo", "/api/"),
+        ("/echo/", "/api/"),
+        ("/echo?q=1", "/api/?q=1"),
+    ];
+    for (path, want) in cases {
+        let answer = get(&url(&gateway, path)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert_eq!(answer.json()["uri"], want, "{path}");
+    }
+
+    let posted = send(
+        Request::post(url(&gateway, "/echo/submit"))
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Full::new(Bytes::from_static(b"hello backend")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(posted.json()["body"], "hello backend");
+
+    let last = seen.traffic().pop().unwrap();
+    assert_eq!(last.method, Method::POST);
+    assert_eq!(last.header("host"), Some(server.addr.to_string().as_str()));
+    assert_eq!(last.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        last.header("x-forwarded-host"),
+        Some(gateway.addr().to_string().as_str())
+    );
+    assert_eq!(last.header("content-type"), Some("text/plain"));
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways() {
+    let (server, seen) = recording(|_: &Seen| {
+        Response::builder()
+            .header("connection", "x-private")
+            .header("x-private", "backend-internal")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authenticate", "Basic realm=\"inner\"")
+            .header("upgrade", "h2c")
+            .header("x-kept", "yes")
+            .body(Body::from("ok"))
+            .unwrap()
+    })
+    .await;
+    let gateway = start(
+        &backend("api", &server.url(), "unauthenticated", PROBE),
+        &[],
+    )
+    .await;
+
+    let answer = get_with(
+        &url(&gateway, "/api/"),
+        &[
+            ("connection", "x-caller-private"),
+            ("x-caller-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic cHJveHk6cHJveHk="),
+            ("x-caller-kept", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    for name in ["x-private", "keep-alive", "proxy-authenticate", "upgrade"] {
+        assert!(
+            !answer.headers.contains_key(name),
+            "{name} reached the client"
+        );
+    }
+    assert_eq!(answer.headers["x-kept"], "yes");
+
+    let request = seen.traffic().pop().unwrap();
+    for name in [
+        "x-caller-private",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert!(request.header(name).is_none(), "{name} reached the backend");
+    }
+    assert_eq!(request.header("x-caller-kept"), Some("1"));
+}
+
+// === outgoing auth ===
+
+#[tokio::test]
+async fn an_injected_header_reaches_the_backend_and_never_the_client() {
+    // A backend that echoes the key back, as a debugging endpoint might.
+    let (server, seen) = recording(|seen: &Seen| {
+        let mut response = Response::new(Body::from("ok"));
+        if let Some(key) = seen.headers.get("x-api-key") {
+            response.headers_mut().insert("x-api-key", key.clone());
+        }
+        response
+    })
+    .await;
+    let gateway = start(
+        &format!(
+            "{FAST}{}",
+            backend(
+                "keyed",
+                &server.url(),
+                "header_injection",
+                &format!("header = \"x-api-key\"\nvalue_env = \"KEYED_API_KEY\"\n{PROBE}")
+            )
+        ),
+        &[("KEYED_API_KEY", "key-from-the-environment")],
+    )
+    .await;
+
+    let answer = get_with(
+        &url(&gateway, "/keyed/data"),
+        &[
+            ("x-api-key", "the-callers-own"),
+            ("authorization", "Bearer caller"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        !answer.headers.contains_key("x-api-key"),
+        "{:?}",
+        answer.headers
+    );
+    assert!(!answer.body.contains("key-from-the-environment"));
+
+    let traffic = seen.traffic().pop().unwrap();
+    assert_eq!(
+        traffic.header("x-api-key"),
+        Some("key-from-the-environment")
+    );
+    assert_eq!(
+        traffic.headers.get_all("x-api-key").iter().count(),
+        1,
+        "the caller's copy is replaced"
+    );
+    assert_eq!(traffic.header("authorization"), None);
+
+    wait_until("a probe", || !seen.probes().is_empty()).await;
+    let probe = seen.probes().pop().unwrap();
+    assert_eq!(probe.header("x-api-key"), Some("key-from-the-environment"));
+    wait_status(&gateway, "keyed", HealthStatus::Healthy).await;
+}
+
+#[tokio::test]
+async fn unauthenticated_backends_never_see_the_callers_authorization() {
+    let (server, seen) = recording(ok).await;
+    let gateway = start(
+        &backend("open", &server.url(), "unauthenticated", PROBE),
+        &[],
+    )
+    .await;
+    let answer = get_with(
+        &url(&gateway, "/open/"),
+        &[("authorization", "Bearer user-token-for-the-gateway")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let request = seen.traffic().pop().unwrap();
+    assert_eq!(request.header("authorization"), None);
+}
+
+#[tokio::test]
+async fn upstream_inject_forwards_the_callers_authorization_and_probes_send_none() {
+    let (server, seen) = recording(ok).await;
+    let gateway = start(
+        &format!(
+            "{FAST}{}",
+            backend(
+                "user",
+                &server.url(),
+                "upstream_inject",
+                // Even a probe configured with one sends none.
+                "[backends.probe]\nheaders = { \"x-probe\" = \"1\", authorization = \"Bearer probe\" }\n"
+            )
+        ),
+        &[],
+    )
+    .await;
+    let answer = get_with(
+        &url(&gateway, "/user/me"),
+        &[("authorization", "Bearer user-1")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        seen.traffic().pop().unwrap().header("authorization"),
+        Some("Bearer user-1")
+    );
+    wait_until("a probe", || !seen.probes().is_empty()).await;
+    assert!(seen
+        .probes()
+        .iter()
+        .all(|probe| probe.header("authorization").is_none()));
+}
+
+#[tokio::test]
+async fn challenges_pass_through_and_are_judged_by_the_strategy() {
+    let (server, _) = recording(challenge).await;
+    let toml = format!(
+        "{ONCE}{}{}",
+        backend("oauth", &server.url(), "upstream_inject", PROBE),
+        backend("misconfigured", &server.url(), "unauthenticated", PROBE),
+    );
+    let gateway = start(&toml, &[]).await;
+
+    // The probe, without credentials, got the challenge: the backend is up.
+    wait_status(&gateway, "oauth", HealthStatus::Healthy).await;
+    let health = gateway.registry().handle("oauth").unwrap().health();
+    assert_eq!(health.reason, Some(Reason::ExpectedChallenge));
+
+    // The caller gets the 401 and its challenge, untouched.
+    let answer = get(&url(&gateway, "/oauth/mcp")).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer.headers[header::WWW_AUTHENTICATE],
+        r#"Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource", scope="mcp""#
+    );
+
+    // A user's token rejected: the user's problem, the backend stays healthy.
+    let answer = get_with(
+        &url(&gateway, "/oauth/mcp"),
+        &[("authorization", "Bearer expired")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let health = gateway.registry().handle("oauth").unwrap().health();
+    assert_eq!(health.status, HealthStatus::Healthy);
+    assert_eq!(health.reason, Some(Reason::UserCredentialsRejected));
+
+    // The same backend with no auth configured: the operator must be told.
+    wait_status(&gateway, "misconfigured", HealthStatus::Unauthenticated).await;
+    let health = gateway.registry().handle("misconfigured").unwrap().health();
+    assert_eq!(health.reason, Some(Reason::NoAuthConfigured));
+}
+
+/// A token endpoint that counts its requests and checks them.
+async fn token_endpoint(
+    answer: fn(usize) -> Response,
+) -> (Server, backends::Recorder, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let (server, seen) =
+        recording(move |_: &Seen| answer(counter.fetch_add(1, Ordering::SeqCst) + 1)).await;
+    (server, seen, count)
+}
+
+fn issue_token(n: usize) -> Response {
+    ok_json(&serde_json::json!({
+        "access_token": format!("access-token-{n}"),
+        "token_type": "Bearer",
+        "expires_in": 3600,
+    }))
+}
+
+#[tokio::test]
+async fn token_exchange_fetches_once_and_reuses_the_token() {
+    let (tokens, token_requests, fetches) = token_endpoint(issue_token).await;
+    let (server, seen) = recording(ok).await;
+    let toml = format!(
+        "{FAST}{}",
+        backend(
+            "billing",
+            &server.url(),
+            "token_exchange",
+            &format!(
+                "token_url = \"{}/oauth/token\"\nclient_id = \"gateway\"\nclient_secret_env = \"BILLING_SECRET\"\nscope = \"billing:read billing:write\"\n{PROBE}",
+                tokens.url()
+            )
+        )
+    );
+    let gateway = start(&toml, &[("BILLING_SECRET", "client-secret-value")]).await;
+
+    // Concurrent requests, then more, while probes run.
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let url = url(&gateway, &format!("/billing/invoices/{i}"));
+        requests.spawn(async move {
+            get_with(&url, &[("authorization", "Bearer caller")])
+                .await
+                .status
+        });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    wait_until("two probes", || seen.probes().len() >= 2).await;
+    for _ in 0..5 {
+        assert_eq!(
+            get(&url(&gateway, "/billing/")).await.status,
+            StatusCode::OK
+        );
+    }
+
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "one token fetch in all");
+    assert!(
+        seen.all()
+            .iter()
+            .all(|request| request.header("authorization") == Some("Bearer access-token-1")),
+        "every request and probe carried the token, and only it"
+    );
+    let grant = token_requests.all().pop().unwrap();
+    assert_eq!(grant.method, Method::POST);
+    assert_eq!(grant.uri, "/oauth/token");
+    assert_eq!(
+        grant.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        std::str::from_utf8(&grant.body).unwrap(),
+        "grant_type=client_credentials&scope=billing%3Aread%20billing%3Awrite"
+    );
+    // base64("gateway:client-secret-value")
+    assert_eq!(
+        grant.header("authorization"),
+        Some("Basic Z2F0ZXdheTpjbGllbnQtc2VjcmV0LXZhbHVl")
+    );
+    wait_status(&gateway, "billing", HealthStatus::Healthy).await;
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_refuses_or_is_down_is_reported_against_the_backend() {
+    fn refuse(_: usize) -> Response {
+        Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"error":"invalid_client"}"#))
+            .unwrap()
+    }
+    let (tokens, _, _) = token_endpoint(refuse).await;
+    let (server, seen) = recording(ok).await;
+    let grant = |token_url: &str| {
+        format!("token_url = \"{token_url}\"\nclient_id = \"gateway\"\nclient_secret_env = \"SECRET\"\nclient_auth = \"post\"\n{PROBE}")
+    };
+    let toml = format!(
+        "{ONCE}{}{}",
+        backend(
+            "refused",
+            &server.url(),
+            "token_exchange",
+            &grant(&format!("{}/token", tokens.url()))
+        ),
+        backend(
+            "nobody",
+            &server.url(),
+            "token_exchange",
+            &grant(&format!("http://{}/token", closed_port()))
+        ),
+    );
+    let gateway = start(&toml, &[("SECRET", "s")]).await;
+
+    let answer = get(&url(&gateway, "/refused/")).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.json()["error"], "token_exchange_failed");
+    assert_eq!(answer.json()["reason"], "credentials_rejected");
+    wait_status(&gateway, "refused", HealthStatus::Unauthenticated).await;
+    let health = gateway.registry().handle("refused").unwrap().health();
+    assert_eq!(health.reason, Some(Reason::CredentialsRejected));
+
+    let answer = get(&url(&gateway, "/nobody/")).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.json()["reason"], "connection_refused");
+    wait_status(&gateway, "nobody", HealthStatus::Unhealthy).await;
+    let health = gateway.registry().handle("nobody").unwrap().health();
+    assert_eq!(
+        health.reason,
+        Some(Reason::Transport(TransportKind::ConnectionRefused))
+    );
+
+    assert!(
+        seen.all().is_empty(),
+        "no request reached the backend without a token"
+    );
+}
+
+// === failures ===
+
+#[tokio::test]
+async fn transport_failures_give_502_and_504_and_unknown_backends_404() {
+    let (silent, _silent_task) = silent().await;
+    let (garbage, _garbage_task) = garbage().await;
+    let toml = format!(
+        "{ONCE}{}{}{}",
+        backend(
+            "closed",
+            &format!("http://{}", closed_port()),
+            "unauthenticated",
+            ""
+        ),
+        backend(
+            "slow",
+            &format!("http://{silent}"),
+            "unauthenticated",
+            "timeout = \"200ms\"\n"
+        ),
+        backend(
+            "garbled",
+            &format!("http://{garbage}"),
+            "unauthenticated",
+            ""
+        ),
+    );
+    let gateway = start(&toml, &[]).await;
+
+    let cases: &[(&str, StatusCode, &str, Option<&str>)] = &[
+        (
+            "/closed/x",
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            Some("connection_refused"),
+        ),
+        (
+            "/slow/x",
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            Some("timeout"),
+        ),
+        (
+            "/garbled/x",
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            Some("protocol"),
+        ),
+        ("/nope/x", StatusCode::NOT_FOUND, "unknown_backend", None),
+        ("/healthz/x", StatusCode::NOT_FOUND, "unknown_backend", None),
+    ];
+    for (path, status, error, reason) in cases {
+        let answer = get(&url(&gateway, path)).await;
+        assert_eq!(answer.status, *status, "{path}: {}", answer.body);
+        assert_eq!(
+            answer.headers[header::CONTENT_TYPE],
+            "application/json",
+            "{path}"
+        );
+        let json = answer.json();
+        assert_eq!(json["error"], *error, "{path}");
+        assert_eq!(json["reason"].as_str(), *reason, "{path}");
+    }
+    wait_status(&gateway, "slow", HealthStatus::Unhealthy).await;
+}
+
+// === health endpoints ===
+
+#[tokio::test]
+async fn health_backends_shows_every_backend_after_probes() {
+    let (healthy, _) = recording(ok).await;
+    let (oauth, _) = recording(challenge).await;
+    let toml = format!(
+        "{FAST}{}{}{}",
+        backend("search", &healthy.url(), "unauthenticated", ""),
+        backend("github", &oauth.url(), "upstream_inject", ""),
+        backend(
+            "gone",
+            &format!("http://{}", closed_port()),
+            "unauthenticated",
+            ""
+        ),
+    );
+    let gateway = start(&toml, &[]).await;
+    wait_status(&gateway, "search", HealthStatus::Healthy).await;
+    wait_status(&gateway, "github", HealthStatus::Healthy).await;
+    wait_status(&gateway, "gone", HealthStatus::Unhealthy).await;
+
+    let answer = get(&url(&gateway, "/health/backends")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
+    let json = answer.json();
+    assert_eq!(json["phase"], "degraded");
+    assert_eq!(json["summary"]["healthy"], 2);
+    assert_eq!(json["summary"]["unhealthy"], 1);
+    let backends: HashMap<&str, &serde_json::Value> = json["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap(), b))
+        .collect();
+    let expect = [
+        ("search", "unauthenticated", "healthy", "ok"),
+        ("github", "upstream_inject", "healthy", "expected_challenge"),
+        ("gone", "unauthenticated", "unhealthy", "connection_refused"),
+    ];
+    for (name, strategy, status, reason) in expect {
+        let backend = backends[name];
+        assert_eq!(backend["strategy"], strategy, "{name}");
+        assert_eq!(backend["status"], status, "{name}");
+        assert_eq!(backend["reason"], reason, "{name}");
+        for field in [
+            "consecutive_failures",
+            "consecutive_successes",
+            "since",
+            "last_checked",
+            "checks",
+            "failures",
+            "last_outcome",
+            "last_error",
+        ] {
+            assert!(backend.get(field).is_some(), "{name} has no {field}");
+        }
+    }
+    assert!(backends["gone"]["consecutive_failures"].as_u64().unwrap() >= 1);
+    assert_eq!(backends["search"]["consecutive_failures"], 0);
+}
+
+#[tokio::test]
+async fn a_backend_that_goes_down_and_comes_back_is_unhealthy_then_healthy() {
+    let (server, _) = recording(ok).await;
+    let addr = server.addr;
+    let gateway = start(
+        &format!(
+            "{FAST}{}",
+            backend("flaky", &server.url(), "unauthenticated", "")
+        ),
+        &[],
+    )
+    .await;
+    let mut transitions = gateway.registry().subscribe();
+    wait_status(&gateway, "flaky", HealthStatus::Healthy).await;
+
+    server.stop().await;
+    wait_status(&gateway, "flaky", HealthStatus::Unhealthy).await;
+    let down = gateway.registry().handle("flaky").unwrap().health();
+    assert!(
+        matches!(down.reason, Some(Reason::Transport(_))),
+        "{down:?}"
+    );
+
+    let router = backends::recording_router(backends::Recorder::default(), ok);
+    let _back = Server::start_on(addr, router)
+        .await
+        .expect("the port is free again");
+    wait_status(&gateway, "flaky", HealthStatus::Healthy).await;
+
+    let mut seen = Vec::new();
+    while let Some(transition) = transitions.try_recv() {
+        seen.push(transition.to);
+    }
+    let unhealthy = seen.iter().position(|s| *s == HealthStatus::Unhealthy);
+    let healthy_after =
+        unhealthy.and_then(|i| seen[i..].iter().position(|s| *s == HealthStatus::Healthy));
+    assert!(healthy_after.is_some(), "transitions: {seen:?}");
+}
+
+#[tokio::test]
+async fn healthz_answers_200_when_ready_or_degraded_and_503_otherwise() {
+    let (healthy, _) = recording(ok).await;
+    let (silent, _task) = silent().await;
+    let closed = format!("http://{}", closed_port());
+
+    // pending: registered, no verdict yet (the only probe hangs for a minute).
+    let pending = start(
+        &format!(
+            "[health]\ninterval = \"1h\"\ntimeout = \"60s\"\n{}",
+            backend(
+                "hanging",
+                &format!("http://{silent}"),
+                "unauthenticated",
+                ""
+            )
+        ),
+        &[],
+    )
+    .await;
+    let ready = start(
+        &format!(
+            "{FAST}{}",
+            backend("up", &healthy.url(), "unauthenticated", "")
+        ),
+        &[],
+    )
+    .await;
+    let failed = start(
+        &format!("{FAST}{}", backend("down", &closed, "unauthenticated", "")),
+        &[],
+    )
+    .await;
+    let degraded = start(
+        &format!(
+            "{FAST}{}{}",
+            backend("up", &healthy.url(), "unauthenticated", ""),
+            backend("down", &closed, "unauthenticated", "")
+        ),
+        &[],
+    )
+    .await;
+    wait_status(&ready, "up", HealthStatus::Healthy).await;
+    wait_status(&failed, "down", HealthStatus::Unhealthy).await;
+    wait_status(&degraded, "up", HealthStatus::Healthy).await;
+    wait_status(&degraded, "down", HealthStatus::Unhealthy).await;
+
+    let cases = [
+        (&pending, StatusCode::SERVICE_UNAVAILABLE, "pending"),
+        (&ready, StatusCode::OK, "ready"),
+        (&degraded, StatusCode::OK, "degraded"),
+        (&failed, StatusCode::SERVICE_UNAVAILABLE, "failed"),
+    ];
+    for (gateway, status, phase) in cases {
+        let answer = get(&url(gateway, "/healthz")).await;
+        assert_eq!(answer.status, status, "{phase}");
+        assert_eq!(answer.json()["phase"], phase);
+    }
+}
+
+#[tokio::test]
+async fn metrics_shows_backend_status_in_prometheus_text() {
+    let (healthy, _) = recording(ok).await;
+    let gateway = start(
+        &format!(
+            "{FAST}{}",
+            backend("metered", &healthy.url(), "unauthenticated", "")
+        ),
+        &[],
+    )
+    .await;
+    wait_status(&gateway, "metered", HealthStatus::Healthy).await;
+    let answer = get(&url(&gateway, "/metrics")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    for line in [
+        r#"backend_health_status{backend="metered",status="healthy"} 1"#,
+        r#"backend_health_status{backend="metered",status="unknown"} 0"#,
+        r#"backend_health_transitions_total{backend="metered",from="unknown",to="healthy"} 1"#,
+    ] {
+        assert!(
+            answer.body.lines().any(|l| l == line),
+            "no {line} in\n{}",
+            answer.body
+        );
+    }
+    assert!(answer
+        .body
+        .contains(r#"backend_health_latency_seconds_bucket{backend="metered""#));
+}
+
+// === streaming ===
+
+#[tokio::test]
+async fn an_event_stream_arrives_chunk_by_chunk() {
+    let (release, released) = mpsc::channel::<()>(1);
+    let released = Arc::new(tokio::sync::Mutex::new(released));
+    let router = Router::new().fallback(any(move |request: Request<Body>| {
+        let released = released.clone();
+        async move {
+            if request.uri().path() != "/sse" {
+                return Response::new(Body::from("ok"));
+            }
+            let (sender, body) = channel_body();
+            tokio::spawn(async move {
+                let _ = sender
+                    .send(Bytes::from_static(b"event: message\ndata: one\n\n"))
+                    .await;
+                // The second event waits until the test has the first one.
+                let _ = released.lock().await.recv().await;
+                let _ = sender
+                    .send(Bytes::from_static(b"event: message\ndata: two\n\n"))
+                    .await;
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::new(body))
+                .unwrap()
+        }
+    }));
+    let server = Server::start(router).await;
+    let gateway = start(&backend("mcp", &server.url(), "unauthenticated", ""), &[]).await;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = within(
+        "the response head",
+        client.request(
+            Request::get(url(&gateway, "/mcp/sse"))
+                .body(Full::default())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+
+    let mut received = Vec::new();
+    while !received.ends_with(b"data: one\n\n") {
+        let frame = within("the first event, before the second is sent", body.frame())
+            .await
+            .expect("the stream is open")
+            .unwrap();
+        received.extend_from_slice(frame.data_ref().unwrap());
+    }
+    assert_eq!(received, b"event: message\ndata: one\n\n");
+
+    release.send(()).await.unwrap();
+    let rest = within("the rest of the stream", body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&rest[..], b"event: message\ndata: two\n\n");
+}
+
+#[tokio::test]
+async fn a_request_body_streams_to_the_backend() {
+    let (first_tx, mut first_rx) = mpsc::channel::<Bytes>(1);
+    let router = Router::new().fallback(any(move |request: Request<Body>| {
+        let first_tx = first_tx.clone();
+        async move {
+            let mut body = request.into_body();
+            let mut all = Vec::new();
+            let mut told = false;
+            while let Some(frame) = body.frame().await {
+                let data = frame.unwrap().into_data().unwrap_or_default();
+                if !told {
+                    let _ = first_tx.send(data.clone()).await;
+                    told = true;
+                }
+                all.extend_from_slice(&data);
+            }
+            Response::new(Body::from(all))
+        }
+    }));
+    let server = Server::start(router).await;
+    let gateway = start(
+        &backend("upload", &server.url(), "unauthenticated", ""),
+        &[],
+    )
+    .await;
+
+    let (sender, body) = channel_body();
+    let client = Client::builder(TokioExecutor::new()).build_http::<backends::ChannelBody>();
+    let request = Request::post(url(&gateway, "/upload/")).body(body).unwrap();
+    let response = tokio::spawn(client.request(request));
+
+    sender
+        .send(Bytes::from_static(b"first chunk;"))
+        .await
+        .unwrap();
+    let first = within(
+        "the backend reads the first chunk while the upload goes on",
+        first_rx.recv(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&first[..], b"first chunk;");
+    sender
+        .send(Bytes::from_static(b"second chunk"))
+        .await
+        .unwrap();
+    drop(sender);
+
+    let response = within("the response", response).await.unwrap().unwrap();
+    let echoed = within("the echo", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&echoed[..], b"first chunk;second chunk");
+}
+
+// === secrets ===
+
+/// Collects everything every `tracing` event of this thread writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// The default current-thread runtime: every task of the proxy runs on this thread, under
+// this thread's subscriber.
+#[tokio::test]
+async fn secrets_never_reach_logs_or_health_endpoints() {
+    const API_KEY: &str = "api-key-3f9a1c";
+    const CLIENT_SECRET: &str = "client-secret-77be02";
+    const ACCESS_TOKEN: &str = "access-token-c0ffee";
+    const USER_TOKEN: &str = "user-token-9d2e41";
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    fn issue(_: usize) -> Response {
+        ok_json(&serde_json::json!({ "access_token": ACCESS_TOKEN, "expires_in": 3600 }))
+    }
+    fn refuse(_: usize) -> Response {
+        Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .body(Body::from(format!(
+                r#"{{"error":"invalid_client","error_description":"{CLIENT_SECRET} is wrong"}}"#
+            )))
+            .unwrap()
+    }
+    let (tokens, _, _) = token_endpoint(issue).await;
+    let (refusing, _, _) = token_endpoint(refuse).await;
+    // Rejects the key: the failure path logs too.
+    let (rejecting, _) = recording(|_: &Seen| {
+        Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header(
+                header::WWW_AUTHENTICATE,
+                r#"Bearer error="insufficient_scope""#,
+            )
+            .body(Body::empty())
+            .unwrap()
+    })
+    .await;
+    let (echo, _) = recording(|seen: &Seen| {
+        let mut response = Response::new(Body::from("ok"));
+        for (name, value) in &seen.headers {
+            if name.as_str().starts_with("x-") || name == header::AUTHORIZATION {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        response
+    })
+    .await;
+    let grant = |token_url: String, auth: &str| {
+        format!("token_url = \"{token_url}\"\nclient_id = \"gw\"\nclient_secret_env = \"CLIENT_SECRET\"\nclient_auth = \"{auth}\"\n")
+    };
+    let key = "header = \"x-api-key\"\nvalue_env = \"API_KEY\"\n";
+    let toml = format!(
+        "{FAST}{}{}{}{}{}",
+        backend("keyed", &echo.url(), "header_injection", key),
+        backend("rejecting", &rejecting.url(), "header_injection", key),
+        backend(
+            "exchanged",
+            &echo.url(),
+            "token_exchange",
+            &grant(format!("{}/token", tokens.url()), "post")
+        ),
+        backend(
+            "refused",
+            &echo.url(),
+            "token_exchange",
+            &grant(format!("{}/token", refusing.url()), "basic")
+        ),
+        backend("user", &echo.url(), "upstream_inject", ""),
+    );
+    let gateway = start(
+        &toml,
+        &[("API_KEY", API_KEY), ("CLIENT_SECRET", CLIENT_SECRET)],
+    )
+    .await;
+
+    let user = format!("Bearer {USER_TOKEN}");
+    let mut bodies = String::new();
+    for name in ["keyed", "rejecting", "exchanged", "refused", "user"] {
+        let answer = get_with(
+            &url(&gateway, &format!("/{name}/x?access_token={USER_TOKEN}")),
+            &[("authorization", &user)],
+        )
+        .await;
+        for (header_name, value) in &answer.headers {
+            let value = value.to_str().unwrap_or_default();
+            assert!(
+                !value.contains(API_KEY) && !value.contains(ACCESS_TOKEN),
+                "{name}: the response header {header_name} carries a gateway secret"
+            );
+        }
+        bodies.push_str(&answer.body);
+    }
+    wait_status(&gateway, "keyed", HealthStatus::Healthy).await;
+    wait_status(&gateway, "rejecting", HealthStatus::Unauthenticated).await;
+    wait_status(&gateway, "exchanged", HealthStatus::Healthy).await;
+    wait_status(&gateway, "refused", HealthStatus::Unauthenticated).await;
+    bodies.push_str(&get(&url(&gateway, "/health/backends")).await.body);
+    bodies.push_str(&get(&url(&gateway, "/metrics")).await.body);
+    bodies.push_str(&get(&url(&gateway, "/healthz")).await.body);
+
+    let logs = captured.text();
+    assert!(
+        logs.contains("backend health changed"),
+        "the capture works:\n{logs}"
+    );
+    assert!(
+        logs.contains("token fetch failed"),
+        "the failure was logged:\n{logs}"
+    );
+    for secret in [API_KEY, CLIENT_SECRET, ACCESS_TOKEN, USER_TOKEN] {
+        assert!(!logs.contains(secret), "{secret} logged:\n{logs}");
+        assert!(!bodies.contains(secret), "{secret} in an answer:\n{bodies}");
+    }
+    gateway.shutdown(Duration::from_secs(1)).await;
+}
+
+// === demo ===
+
+#[tokio::test]
+async fn the_demo_shows_each_backend_as_it_is() {
+    let backends = demo::start_backends().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = demo::config(
+        &backends,
+        listener.local_addr().unwrap(),
+        Duration::from_millis(50),
+    );
+    let gateway = gateway::start(&config, listener).unwrap();
+    wait_status(&gateway, "search", HealthStatus::Healthy).await;
+    wait_status(&gateway, "github", HealthStatus::Healthy).await;
+    wait_status(&gateway, "billing", HealthStatus::Unhealthy).await;
+
+    let table = demo::table(&gateway.registry().snapshot());
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|line| line.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{table}"))
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("search"),
+        ["search", "unauthenticated", "healthy", "ok"]
+    );
+    assert_eq!(row("github")[..3], ["github", "upstream_inject", "healthy"]);
+    assert_eq!(
+        row("billing"),
+        [
+            "billing",
+            "unauthenticated",
+            "unhealthy",
+            "connection_refused"
+        ]
+    );
+
+    let answer = get_with(
+        &url(&gateway, "/github/"),
+        &[(
+            "authorization",
+            &format!("Bearer {}", demo::DEMO_USER_TOKEN),
+        )],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        get(&url(&gateway, "/github/")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
