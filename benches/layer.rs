@@ -83,6 +83,15 @@ fn per_request(c: &mut Criterion) {
         b.iter(|| black_box(call(&mut registered)))
     });
 
+    // The same with a `&'static` handle: no reference count touched per request.
+    let handle: &'static _ = Box::leak(Box::new(
+        HealthRegistry::new(Policy::default()).register("leaked", AuthStrategy::UpstreamInject),
+    ));
+    let mut borrowed = HealthClassifyLayer::new(handle).layer(service_fn(ok));
+    group.bench_function("d2_health_classify_static_handle", |b| {
+        b.iter(|| black_box(call(&mut borrowed)))
+    });
+
     let mut trace = TraceLayer::new_for_http().layer(service_fn(ok));
     group.bench_function("e_tower_http_trace_layer", |b| {
         b.iter(|| black_box(call(&mut trace)))

@@ -6,7 +6,7 @@
 //! Time is tokio's paused clock, so ten rounds of probes take no wall time; the CPU
 //! time is the process's own (`CLOCK_PROCESS_CPUTIME_ID`).
 //!
-//! Run with `cargo bench --bench prober --features probe`.
+//! Run with `cargo bench --bench prober`.
 
 #![allow(unsafe_code)] // the counting allocator below; the crate itself forbids unsafe
 #![allow(clippy::print_stdout)] // printing the figures is what this bench is for

@@ -1,6 +1,6 @@
 //! Probes three loopback backends with the `Prober` (one healthy, one behind OAuth, one
 //! closed port), prints each health transition as it happens, then the final snapshot
-//! as JSON. Run it with `cargo run --example health --features probe,serde`.
+//! as JSON. Run it with `cargo run --example health`.
 //!
 //! It runs for about 5 seconds: probes every second (±10%), with a 2 s timeout. Every
 //! backend listens on 127.0.0.1; nothing leaves this machine.

@@ -739,7 +739,7 @@ async fn health_backends_shows_every_backend_after_probes() {
 async fn a_backend_that_goes_down_and_comes_back_is_unhealthy_then_healthy() {
     let (server, _) = recording(ok).await;
     let addr = server.addr;
-    let gateway = start(
+    let mut gateway = start(
         &format!(
             "{FAST}{}",
             backend("flaky", &server.url(), "unauthenticated", "")
@@ -747,7 +747,7 @@ async fn a_backend_that_goes_down_and_comes_back_is_unhealthy_then_healthy() {
         &[],
     )
     .await;
-    let mut transitions = gateway.registry().subscribe();
+    let mut transitions = gateway.take_transitions().unwrap();
     wait_status(&gateway, "flaky", HealthStatus::Healthy).await;
 
     server.stop().await;

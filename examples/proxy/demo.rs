@@ -212,8 +212,10 @@ pub(crate) async fn run(shutdown: impl std::future::Future<Output = ()>) -> io::
     let listener = listener().await?;
     let listen = listener.local_addr()?;
     let config = config(&backends, listen, Duration::from_secs(2));
-    let gateway = gateway::start(&config, listener)?;
-    let mut transitions = gateway.registry().subscribe();
+    let mut gateway = gateway::start(&config, listener)?;
+    let mut transitions = gateway
+        .take_transitions()
+        .expect("a new gateway has its transitions");
     let url = format!("http://{listen}");
 
     println!("tower-health-classify proxy demo: three backends on loopback, probed every 2 s\n");

@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::{Layer, ServiceBuilder};
-use tower_health_classify::{HealthClassifyLayer, HealthRegistry, Probe, Prober};
+use tower_health_classify::{HealthClassifyLayer, HealthRegistry, Probe, Prober, Transitions};
 
 use crate::auth::{BearerToken, BearerTokenLayer, OutgoingAuth, OutgoingAuthLayer};
 use crate::config::{Config, ProbeConfig};
@@ -53,6 +53,8 @@ use crate::health::{self, HealthState};
 pub(crate) struct Gateway {
     addr: SocketAddr,
     registry: HealthRegistry,
+    /// Subscribed before the first probe, so that no transition is missed.
+    transitions: Option<Transitions>,
     prober: Prober,
     stop: oneshot::Sender<()>,
     server: JoinHandle<io::Result<()>>,
@@ -65,6 +67,11 @@ impl Gateway {
     }
 
     /// The registry holding every backend's health.
+    /// Every transition since the gateway started; `None` once taken.
+    pub(crate) fn take_transitions(&mut self) -> Option<Transitions> {
+        self.transitions.take()
+    }
+
     pub(crate) fn registry(&self) -> &HealthRegistry {
         &self.registry
     }
@@ -141,6 +148,7 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
         );
     }
 
+    let transitions = registry.subscribe();
     let prober = Prober::builder(registry.clone())
         .interval(config.health.interval)
         .jitter(config.health.jitter)
@@ -177,6 +185,7 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
     Ok(Gateway {
         addr,
         registry,
+        transitions: Some(transitions),
         prober,
         stop,
         server,

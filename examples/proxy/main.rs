@@ -1,8 +1,8 @@
 //! A reverse proxy with health checks that know how it authenticates to each backend.
 //!
 //! ```text
-//! cargo run --example proxy --features probe,serde,metrics,hyper-util                # demo
-//! cargo run --example proxy --features probe,serde,metrics,hyper-util -- --config proxy.toml
+//! cargo run --example proxy                          # demo
+//! cargo run --example proxy -- --config proxy.toml
 //! ```
 //!
 //! With no argument it starts three demo backends on 127.0.0.1 (a healthy one, one behind
