@@ -15,6 +15,7 @@ use http::{
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::timeout::Timeout;
+use tower::util::Either;
 use tower::ServiceExt;
 use tower_health_classify::{BackendError, BackendHandle, HealthClassify, LocalKind};
 
@@ -25,13 +26,17 @@ use crate::token::TokenError;
 /// The HTTP client every backend and token endpoint shares (one connection pool).
 pub(crate) type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
 
+/// Below the classify layer: the timeout, the token, the client.
+pub(crate) type Inner = Timeout<BearerToken<Client>>;
+
 /// What a route sends a request through: outgoing auth, the classify layer, the timeout,
-/// the token, the client (see `gateway` for why in this order).
+/// the token, the client (see `gateway` for why in this order). The right side, traffic
+/// without the classify layer, exists only to measure the layer's cost end to end
+/// (`benches/e2e.sh`); its errors are typed the same way, without a report.
 pub(crate) type BackendService = OutgoingAuthService<
-    HealthClassify<
-        Timeout<BearerToken<Client>>,
-        BackendHandle,
-        tower_health_classify::DefaultClassifier,
+    Either<
+        HealthClassify<Inner, BackendHandle, tower_health_classify::DefaultClassifier>,
+        Untyped<Inner>,
     >,
 >;
 
@@ -346,5 +351,61 @@ mod tests {
     fn durations_in_messages() {
         assert_eq!(humanize(Duration::from_secs(30)), "30s");
         assert_eq!(humanize(Duration::from_millis(1500)), "1500ms");
+    }
+}
+
+/// Traffic without the classify layer, for `benches/e2e.sh` only: errors are typed as the
+/// layer would type them, and nothing is reported.
+#[derive(Clone)]
+pub(crate) struct Untyped<S>(pub(crate) S);
+
+impl<S, R> tower::Service<R> for Untyped<S>
+where
+    S: tower::Service<R>,
+    S::Error: Into<tower::BoxError>,
+{
+    type Response = S::Response;
+    type Error = BackendError;
+    type Future = UntypedFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BackendError>> {
+        self.0
+            .poll_ready(cx)
+            .map_err(|e| BackendError::from_error(e.into()))
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        UntypedFuture {
+            inner: self.0.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Untyped`].
+    pub(crate) struct UntypedFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, T, E> std::future::Future for UntypedFuture<F>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: Into<tower::BoxError>,
+{
+    type Output = Result<T, BackendError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project()
+            .inner
+            .poll(cx)
+            .map_err(|e| BackendError::from_error(e.into()))
     }
 }

@@ -41,6 +41,7 @@ use http::{Request, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower::util::Either;
 use tower::{Layer, ServiceBuilder};
 use tower_health_classify::{HealthClassifyLayer, HealthRegistry, Probe, Prober, Transitions};
 
@@ -101,6 +102,9 @@ impl axum::extract::FromRef<AppState> for HealthState {
     }
 }
 
+/// Set (to anything) to send traffic without `HealthClassifyLayer`; see `benches/e2e.sh`.
+pub(crate) const WITHOUT_CLASSIFY_LAYER: &str = "PROXY_WITHOUT_CLASSIFY_LAYER";
+
 /// Builds the proxy for `config` and serves it on `listener`. Probing starts at once.
 pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gateway> {
     let addr = listener.local_addr()?;
@@ -110,17 +114,28 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
     // A connection that takes longer than a whole probe may is not worth waiting for.
     let client = forward::client(config.health.timeout);
 
+    // Only for `benches/e2e.sh`: traffic without the classify layer (probes keep it),
+    // to measure what the layer costs a real proxy.
+    let classify_traffic = std::env::var_os(WITHOUT_CLASSIFY_LAYER).is_none();
     let mut routes = HashMap::new();
     let mut probes = HashMap::new();
     for backend in &config.backends {
         let auth = OutgoingAuth::new(&backend.name, &backend.strategy, &client, backend.timeout);
         let handle = registry.register(backend.name.as_str(), auth.strategy());
-        let service = ServiceBuilder::new()
-            .layer(OutgoingAuthLayer::new(auth.clone()))
-            .layer(HealthClassifyLayer::new(handle).pass_through_auth())
+        let inner = ServiceBuilder::new()
             .timeout(backend.timeout)
             .layer(BearerTokenLayer::new(auth.token_source()))
             .service(client.clone());
+        let traffic = if classify_traffic {
+            Either::Left(
+                HealthClassifyLayer::new(handle)
+                    .pass_through_auth()
+                    .layer(inner),
+            )
+        } else {
+            Either::Right(forward::Untyped(inner))
+        };
+        let service = OutgoingAuthLayer::new(auth.clone()).layer(traffic);
         routes.insert(
             backend.name.clone(),
             Route {

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# End to end: the example proxy with and without HealthClassifyLayer on its traffic path
+# (probes keep the layer either way), loaded by wrk through loopback against nginx.
+# Prints each run, then the median throughput and p99 latency of both and their ratio.
+#
+#   bash benches/e2e.sh [seconds per run (10)] [rounds (3)] [connections (16)]
+#
+# Installs wrk and nginx from Debian's packages when they are missing. Everything listens
+# on 127.0.0.1 and stops when the script ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+rounds=${2:-3}
+conns=${3:-16}
+
+if ! command -v wrk >/dev/null || ! [ -x /usr/sbin/nginx ]; then
+  echo "installing wrk and nginx-light" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+fi
+
+cargo build --release --example proxy -q
+proxy=target/release/examples/proxy
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on $1" >&2
+  return 1
+}
+
+backend_port=$(free_port)
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$backend_port;
+    location / { return 200 "ok\n"; }
+  }
+}
+CONF
+/usr/sbin/nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+wait_port "$backend_port"
+
+proxy_port=$(free_port)
+cat >"$work/proxy.toml" <<CONF
+listen = "127.0.0.1:$proxy_port"
+[health]
+interval = "30s"
+[[backends]]
+name = "bench"
+url = "http://127.0.0.1:$backend_port"
+strategy = "unauthenticated"
+CONF
+
+# One wrk run against a freshly started proxy; prints "requests_per_sec p99_ms".
+run() {
+  local mode=$1
+  if [ "$mode" = without ]; then
+    PROXY_WITHOUT_CLASSIFY_LAYER=1 RUST_LOG=warn "$proxy" --config "$work/proxy.toml" >/dev/null 2>&1 &
+  else
+    RUST_LOG=warn "$proxy" --config "$work/proxy.toml" >/dev/null 2>&1 &
+  fi
+  local pid=$!
+  wait_port "$proxy_port"
+  wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$proxy_port/bench/" >/dev/null # warm-up
+  local out
+  out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$proxy_port/bench/")
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  local rps p99
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}' <<<"$out")
+  echo "$rps $p99"
+}
+
+echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, alternating; $(nproc) cores"
+: >"$work/with"
+: >"$work/without"
+for round in $(seq "$rounds"); do
+  for mode in with without; do
+    result=$(run "$mode")
+    echo "$result" >>"$work/$mode"
+    printf 'round %s %-8s %10.0f req/s   p99 %6.2f ms\n' "$round" "$mode" $result
+  done
+done
+
+median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+with_rps=$(cut -d' ' -f1 "$work/with" | median)
+without_rps=$(cut -d' ' -f1 "$work/without" | median)
+with_p99=$(cut -d' ' -f2 "$work/with" | median)
+without_p99=$(cut -d' ' -f2 "$work/without" | median)
+echo
+printf 'median   with layer: %10.0f req/s   p99 %6.2f ms\n' "$with_rps" "$with_p99"
+printf 'median without layer: %10.0f req/s   p99 %6.2f ms\n' "$without_rps" "$without_p99"
+awk -v a="$with_rps" -v b="$without_rps" 'BEGIN {printf "throughput ratio (with / without): %.3f\n", a / b}'
