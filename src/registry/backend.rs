@@ -84,6 +84,18 @@ struct StrategyCell {
 
 const CUSTOM: u8 = 4;
 
+/// The built-in strategy a tag stands for; `None` for [`CUSTOM`].
+#[inline]
+fn builtin(tag: u8) -> Option<AuthStrategy> {
+    match tag {
+        0 => Some(AuthStrategy::Unauthenticated),
+        1 => Some(AuthStrategy::HeaderInjection),
+        2 => Some(AuthStrategy::TokenExchange),
+        3 => Some(AuthStrategy::UpstreamInject),
+        _ => None,
+    }
+}
+
 impl StrategyCell {
     fn new(strategy: AuthStrategy) -> Self {
         let cell = StrategyCell {
@@ -96,14 +108,17 @@ impl StrategyCell {
 
     #[inline]
     fn get(&self) -> AuthStrategy {
-        match self.tag.load(Ordering::Acquire) {
-            0 => AuthStrategy::Unauthenticated,
-            1 => AuthStrategy::HeaderInjection,
-            2 => AuthStrategy::TokenExchange,
-            3 => AuthStrategy::UpstreamInject,
-            _ => lock(&self.custom)
-                .clone()
-                .unwrap_or(AuthStrategy::Unauthenticated),
+        if let Some(strategy) = builtin(self.tag.load(Ordering::Acquire)) {
+            return strategy;
+        }
+        let custom = lock(&self.custom);
+        match &*custom {
+            Some(strategy) => strategy.clone(),
+            // A `set` to a built-in strategy ran between the tag's load and the lock. It
+            // wrote the tag under this lock, so the tag now names that strategy.
+            None => {
+                builtin(self.tag.load(Ordering::Acquire)).unwrap_or(AuthStrategy::Unauthenticated)
+            }
         }
     }
 
