@@ -17,17 +17,14 @@ use tower_health_classify::{
     Outcome, Policy,
 };
 
-/// One Good report; the instant is fixed so that the clock is not what is measured.
+/// One Good report, as the layer makes it.
 fn report(handle: &BackendHandle, outcome: &Outcome, strategy: &AuthStrategy) {
-    static AT: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
-    let at = *AT.get_or_init(tokio::time::Instant::now);
     handle.report(&HealthReport::new(
         outcome,
         strategy,
         Credentials::NotSent,
         Origin::Traffic,
         Duration::from_millis(1),
-        at,
         handle.slow_threshold(),
     ));
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use crate::classify::{Classifier, Outcome};
+use crate::clock::{self, Stamp};
 use crate::error::{BackendError, BoxError};
 use crate::sink::{HealthReport, HealthSink};
 use crate::verdict::{Credentials, Origin};
@@ -48,20 +48,18 @@ struct State<K, C> {
     classifier: C,
     credentials: Credentials,
     origin: Origin,
-    start: Instant,
+    start: Stamp,
     pass_through_auth: bool,
 }
 
 impl<K, C> State<K, C> {
     fn exchange(&self) -> Exchange<'_, K, C> {
-        let at = crate::clock::now();
         Exchange {
             sink: &self.sink,
             classifier: &self.classifier,
             credentials: self.credentials,
             origin: self.origin,
-            latency: at.saturating_duration_since(self.start),
-            at,
+            latency: clock::now().since(self.start),
         }
     }
 }
@@ -73,7 +71,7 @@ impl<F, K: HealthSink, C> ResponseFuture<F, K, C> {
         classifier: C,
         credentials: Credentials,
         origin: Origin,
-        start: Instant,
+        start: Stamp,
         pass_through_auth: bool,
     ) -> Self {
         ResponseFuture {
@@ -122,7 +120,6 @@ pub(crate) struct Exchange<'a, K, C> {
     pub(crate) credentials: Credentials,
     pub(crate) origin: Origin,
     pub(crate) latency: Duration,
-    pub(crate) at: Instant,
 }
 
 impl<K: HealthSink, C> Exchange<'_, K, C> {
@@ -138,7 +135,6 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
                 self.credentials,
                 self.origin,
                 self.latency,
-                self.at,
                 self.sink.slow_threshold(),
             );
             self.sink.report(&report);

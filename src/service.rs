@@ -114,7 +114,6 @@ where
                     credentials: Credentials::NotSent,
                     origin: Origin::Traffic,
                     latency: Duration::ZERO,
-                    at: crate::clock::now(),
                 };
                 Poll::Ready(Err(exchange.error(error.into())))
             }

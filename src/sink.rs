@@ -4,8 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::classify::Outcome;
 use crate::verdict::{verdict, AuthStrategy, Credentials, Origin, Verdict, DEFAULT_SLOW_THRESHOLD};
 
@@ -29,7 +27,6 @@ use crate::verdict::{verdict, AuthStrategy, Credentials, Origin, Verdict, DEFAUL
 ///     Credentials::NotSent,
 ///     Origin::Traffic,
 ///     Duration::from_millis(3),
-///     tokio::time::Instant::now(),
 ///     DEFAULT_SLOW_THRESHOLD,
 /// );
 /// assert_eq!(report.verdict.unwrap().status, HealthStatus::Healthy);
@@ -47,16 +44,14 @@ pub struct HealthReport<'a> {
     pub credentials: Credentials,
     /// Whether the request was a probe.
     pub origin: Origin,
-    /// From the call to the response or error (or to the drop, for `Cancelled`).
+    /// From the call to the response or error (or to the drop, for `Cancelled`). Read
+    /// from a coarse clock unless feature `precise-clock` is on: see the crate docs.
     pub latency: Duration,
-    /// When the exchange ended. A tokio `Instant`, so that it follows paused time in
-    /// tests; outside a paused runtime it is the monotonic clock.
-    pub at: Instant,
 }
 
 impl<'a> HealthReport<'a> {
-    /// A report of an exchange that ended at `at` after `latency`, with its verdict judged
-    /// by [`verdict`].
+    /// A report of an exchange that took `latency`, with its verdict judged by
+    /// [`verdict`].
     #[inline]
     pub fn new(
         outcome: &'a Outcome,
@@ -64,7 +59,6 @@ impl<'a> HealthReport<'a> {
         credentials: Credentials,
         origin: Origin,
         latency: Duration,
-        at: Instant,
         slow_threshold: Duration,
     ) -> Self {
         HealthReport {
@@ -81,7 +75,6 @@ impl<'a> HealthReport<'a> {
             credentials,
             origin,
             latency,
-            at,
         }
     }
 }
@@ -324,7 +317,6 @@ mod tests {
             Credentials::NotSent,
             Origin::Probe,
             Duration::from_millis(1),
-            Instant::now(),
             sink.slow_threshold(),
         ));
     }

@@ -19,7 +19,6 @@ use std::thread;
 use std::time::Duration;
 
 use http::{header, Request, Response, StatusCode};
-use tokio::time::Instant;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_health_classify::{
     AuthStrategy, BackendHandle, CredentialOwner, Credentials, HealthClassifyLayer, HealthRegistry,
@@ -47,7 +46,6 @@ fn report(handle: &BackendHandle, outcome: &Outcome, credentials: Credentials) {
         credentials,
         Origin::Traffic,
         Duration::from_millis(1),
-        Instant::now(),
         handle.slow_threshold(),
     ));
 }

@@ -239,10 +239,17 @@ fn a_backend_going_down_and_back_is_counted_with_bounded_labels() {
     );
 
     let latency = metrics.histogram(names::LATENCY, &[("backend", "github")]);
-    assert_eq!(
-        latency, [0.25; 8],
-        "one value per counted report, in seconds"
-    );
+    if cfg!(feature = "precise-clock") {
+        assert_eq!(
+            latency, [0.25; 8],
+            "one value per counted report, in seconds"
+        );
+    } else {
+        // Paused time moves tokio's clock only; the coarse default clock sees the real
+        // time these in-memory calls took, at most a kernel tick or two.
+        assert_eq!(latency.len(), 8, "one value per counted report");
+        assert!(latency.iter().all(|s| *s < 0.05), "{latency:?}");
+    }
 
     // Labels: the backend's name and this crate's fixed names, nothing from a request
     // or a backend.
@@ -443,7 +450,6 @@ fn good_reports_on_a_healthy_backend_allocate_nothing() {
                 Credentials::Sent,
                 Origin::Traffic,
                 Duration::from_millis(3),
-                tokio::time::Instant::now(),
                 DEFAULT_SLOW_THRESHOLD,
             ));
         };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{header, Request, Response, StatusCode};
-use tokio::time::{advance, Instant};
+use tokio::time::advance;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_health_classify::{
     AuthStrategy, BackendHandle, Credentials, HealthClassifyLayer, HealthRegistry, HealthReport,
@@ -85,7 +85,6 @@ fn report(handle: &BackendHandle, outcome: &Outcome, credentials: Credentials) {
         credentials,
         Origin::Probe,
         Duration::from_millis(5),
-        Instant::now(),
         handle.slow_threshold(),
     ));
 }
@@ -357,7 +356,6 @@ fn concurrent_reports_are_all_counted() {
                         Credentials::Sent,
                         Origin::Traffic,
                         Duration::from_millis(1),
-                        Instant::now(),
                         handle.slow_threshold(),
                     ));
                 }

@@ -13,6 +13,7 @@ use super::snapshot::BackendHealth;
 use super::transition::Transition;
 use super::Policy;
 use crate::classify::Outcome;
+use crate::clock::{self, Stamp};
 use crate::error::{AuthError, LocalKind};
 use crate::sink::{HealthReport, HealthSink};
 use crate::verdict::{AuthStrategy, HealthStatus, Verdict};
@@ -26,6 +27,8 @@ pub(crate) struct Common {
     /// learns of membership changes without polling.
     pub(crate) membership: watch::Sender<u64>,
     base: Instant,
+    /// The layer's clock at the same moment as `base`, for `last_checked`.
+    base_stamp: Stamp,
     base_wall: SystemTime,
 }
 
@@ -38,6 +41,7 @@ impl Common {
             transitions,
             membership,
             base: Instant::now(),
+            base_stamp: clock::now(),
             base_wall: SystemTime::now(),
         }
     }
@@ -61,11 +65,11 @@ impl Common {
         self.base_wall + at.saturating_duration_since(self.base)
     }
 
-    /// An instant as nanoseconds since the registry's creation, plus one: 0 stays free
-    /// for "never".
+    /// A reading of the layer's clock as nanoseconds since the registry's creation, plus
+    /// one: 0 stays free for "never".
     #[inline]
-    fn tick(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.base).as_nanos();
+    fn tick(&self, at: Stamp) -> u64 {
+        let nanos = at.since(self.base_stamp).as_nanos();
         u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
     }
 
@@ -332,7 +336,7 @@ impl Backend {
     #[inline]
     fn record(&self, report: &HealthReport<'_>, verdict: Verdict) {
         self.last_checked
-            .store(self.common.tick(report.at), Ordering::Relaxed);
+            .store(self.common.tick(clock::now()), Ordering::Relaxed);
         store_if_changed(&self.last_reason, machine::reason_code(verdict.reason));
         store_if_changed(&self.last_outcome, machine::outcome_code(report.outcome));
         #[cfg(feature = "metrics")]

@@ -24,7 +24,7 @@ use crate::verdict::{HealthStatus, Reason};
 /// # let ok = Outcome::Success(http::StatusCode::OK);
 /// # let strategy = handle.strategy();
 /// # handle.report(&HealthReport::new(&ok, &strategy, Credentials::NotSent, Origin::Probe,
-/// #     std::time::Duration::ZERO, tokio::time::Instant::now(), handle.slow_threshold()));
+/// #     std::time::Duration::ZERO, handle.slow_threshold()));
 /// // ... one successful exchange through a layer reporting to `handle` ...
 /// let transition = transitions.recv().await.unwrap();
 /// assert_eq!(&*transition.backend, "search");
