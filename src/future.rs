@@ -53,13 +53,16 @@ struct State<K, C> {
 }
 
 impl<K, C> State<K, C> {
+    #[inline]
     fn exchange(&self) -> Exchange<'_, K, C> {
+        let ended = clock::now();
         Exchange {
             sink: &self.sink,
             classifier: &self.classifier,
             credentials: self.credentials,
             origin: self.origin,
-            latency: clock::now().since(self.start),
+            latency: ended.since(self.start),
+            ended,
         }
     }
 }
@@ -97,6 +100,7 @@ where
 {
     type Output = Result<Response<R>, BackendError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
@@ -120,16 +124,18 @@ pub(crate) struct Exchange<'a, K, C> {
     pub(crate) credentials: Credentials,
     pub(crate) origin: Origin,
     pub(crate) latency: Duration,
+    pub(crate) ended: Stamp,
 }
 
 impl<K: HealthSink, C> Exchange<'_, K, C> {
     /// Reports to the sink. A sink that panics loses its report, never the caller's
     /// response: the panic is caught and logged at ERROR. (A panic in a drop that runs
     /// while another panic unwinds would abort the process.)
+    #[inline]
     fn report(&self, outcome: &Outcome) {
         let reported = panic::catch_unwind(AssertUnwindSafe(|| {
             let strategy = self.sink.strategy();
-            let report = HealthReport::new(
+            let mut report = HealthReport::new(
                 outcome,
                 &strategy,
                 self.credentials,
@@ -137,6 +143,7 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
                 self.latency,
                 self.sink.slow_threshold(),
             );
+            report.ended = Some(self.ended);
             self.sink.report(&report);
         }));
         if reported.is_err() {
@@ -149,6 +156,7 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
     }
 
     /// Classifies the outcome's auth error with the request's credentials flag, reports it.
+    #[inline]
     fn classify_and_report(&self, mut outcome: Outcome) -> Outcome {
         if let Outcome::Auth(auth) = &mut outcome {
             auth.set_credentials_sent(self.credentials.is_sent());
@@ -159,6 +167,7 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
 }
 
 impl<K: HealthSink, C: Classifier> Exchange<'_, K, C> {
+    #[inline]
     fn response<R>(
         &self,
         mut response: Response<R>,
@@ -179,6 +188,7 @@ impl<K: HealthSink, C: Classifier> Exchange<'_, K, C> {
         }
     }
 
+    #[inline]
     pub(crate) fn error(&self, error: BoxError) -> BackendError {
         let outcome = self.classify_and_report(self.classifier.classify_error(&*error));
         BackendError::from_outcome(outcome, error)

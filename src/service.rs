@@ -114,12 +114,14 @@ where
                     credentials: Credentials::NotSent,
                     origin: Origin::Traffic,
                     latency: Duration::ZERO,
+                    ended: crate::clock::now(),
                 };
                 Poll::Ready(Err(exchange.error(error.into())))
             }
         }
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let credentials = self.credentials(&request);
         let origin = if request.extensions().get::<Probe>().is_some() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::classify::Outcome;
+use crate::clock::Stamp;
 use crate::verdict::{verdict, AuthStrategy, Credentials, Origin, Verdict, DEFAULT_SLOW_THRESHOLD};
 
 /// What the layer tells a sink about one exchange. Plain data; borrowed for the call.
@@ -47,6 +48,9 @@ pub struct HealthReport<'a> {
     /// From the call to the response or error (or to the drop, for `Cancelled`). Read
     /// from a coarse clock unless feature `precise-clock` is on: see the crate docs.
     pub latency: Duration,
+    /// The layer's clock when the exchange ended, so that the registry need not read it
+    /// again; `None` in reports made by hand.
+    pub(crate) ended: Option<Stamp>,
 }
 
 impl<'a> HealthReport<'a> {
@@ -75,6 +79,7 @@ impl<'a> HealthReport<'a> {
             credentials,
             origin,
             latency,
+            ended: None,
         }
     }
 }

@@ -192,6 +192,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[inline]
 fn store_if_changed(cell: &AtomicU8, value: u8) {
     // A load first keeps the cache line shared while the value does not change.
     if cell.load(Ordering::Relaxed) != value {
@@ -335,8 +336,10 @@ impl Backend {
 
     #[inline]
     fn record(&self, report: &HealthReport<'_>, verdict: Verdict) {
-        self.last_checked
-            .store(self.common.tick(clock::now()), Ordering::Relaxed);
+        self.last_checked.store(
+            self.common.tick(report.ended.unwrap_or_else(clock::now)),
+            Ordering::Relaxed,
+        );
         store_if_changed(&self.last_reason, machine::reason_code(verdict.reason));
         store_if_changed(&self.last_outcome, machine::outcome_code(report.outcome));
         #[cfg(feature = "metrics")]
