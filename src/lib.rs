@@ -78,6 +78,17 @@
 //! - Exactly one report per call that completes; a future dropped early reports
 //!   [`Outcome::Cancelled`], which never counts against the backend. Readiness errors of
 //!   the inner service are classified and reported like call errors.
+//! - A sink that panics is caught and logged at `ERROR`: it loses its report, never the
+//!   request.
+//!
+//! # Cost and clock
+//!
+//! The layer reads the clock twice per request, so it reads a cheap one: on Linux and
+//! Android `CLOCK_MONOTONIC_COARSE` (about 3 ns, resolution one kernel tick, 1 to 4 ms),
+//! enough for a slow threshold counted in seconds. Feature `precise-clock` reads tokio's
+//! clock instead (about 24 ns, nanosecond resolution, and it follows paused time in
+//! tests); other platforms always do. On the success path with a registry handle the
+//! layer allocates nothing and takes no lock; BENCHMARKS.md has the figures.
 //!
 //! # Classification
 //!
