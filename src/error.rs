@@ -218,6 +218,14 @@ impl AuthError {
         }
     }
 
+    fn set_source(&mut self, cause: Arc<dyn Error + Send + Sync + 'static>) {
+        match self {
+            AuthError::Unauthorized { source, .. }
+            | AuthError::Forbidden { source, .. }
+            | AuthError::ProxyAuthenticationRequired { source, .. } => *source = Some(cause),
+        }
+    }
+
     fn cause(&self) -> Option<&Arc<dyn Error + Send + Sync + 'static>> {
         match self {
             AuthError::Unauthorized { source, .. }
@@ -397,14 +405,7 @@ impl BackendError {
     pub(crate) fn from_outcome(outcome: Outcome, source: BoxError) -> Self {
         match outcome {
             Outcome::Auth(mut auth) => {
-                let shared: Arc<dyn Error + Send + Sync> = Arc::from(source);
-                match &mut auth {
-                    AuthError::Unauthorized { source, .. }
-                    | AuthError::Forbidden { source, .. }
-                    | AuthError::ProxyAuthenticationRequired { source, .. } => {
-                        *source = Some(shared);
-                    }
-                }
+                auth.set_source(Arc::from(source));
                 BackendError::Auth(auth)
             }
             Outcome::Transport(kind)

@@ -89,11 +89,7 @@ impl<K, C> HealthClassifyLayer<K, C> {
     /// headers such as `x-api-key`. Only the header's presence is looked at, never its
     /// value.
     pub fn credential_header(mut self, name: HeaderName) -> Self {
-        if !self.credential_headers.contains(&name) {
-            let mut names = self.credential_headers.to_vec();
-            names.push(name);
-            self.credential_headers = names.into();
-        }
+        self.credential_headers = crate::verdict::with_header(&self.credential_headers, name);
         self
     }
 

@@ -99,7 +99,7 @@ use ::metrics::{
 };
 
 use crate::classify::Outcome;
-use crate::error::{AuthError, TransportKind};
+use crate::error::AuthError;
 use crate::verdict::{HealthStatus, Reason};
 
 /// `backend_health_status`: a gauge per backend and status, `1` for the current status
@@ -127,18 +127,7 @@ const STATUSES: [HealthStatus; 5] = [
     HealthStatus::Unauthenticated,
 ];
 
-const TRANSPORT_KINDS: [TransportKind; 10] = [
-    TransportKind::ConnectionRefused,
-    TransportKind::Dns,
-    TransportKind::ConnectTimeout,
-    TransportKind::Timeout,
-    TransportKind::Tls,
-    TransportKind::Closed,
-    TransportKind::Reset,
-    TransportKind::Unreachable,
-    TransportKind::Protocol,
-    TransportKind::Other,
-];
+use crate::registry::machine::TRANSPORT_KINDS;
 
 /// What [`verdict`](crate::verdict) can answer to a 401 (in this order)...
 const UNAUTHORIZED_REASONS: [Reason; 4] = [
@@ -187,14 +176,9 @@ const REPORT_KINDS: [(&str, Reason); 26] = [
     ("transport", Reason::Transport(TRANSPORT_KINDS[9])),
 ];
 
+/// A status's place in [`STATUSES`]: the registry's own status code.
 fn status_index(status: HealthStatus) -> usize {
-    match status {
-        HealthStatus::Unknown => 0,
-        HealthStatus::Healthy => 1,
-        HealthStatus::Degraded => 2,
-        HealthStatus::Unhealthy => 3,
-        HealthStatus::Unauthenticated => 4,
-    }
+    usize::from(crate::registry::machine::status_code(status))
 }
 
 /// The slot of a transition in `BackendMetrics::transitions`: `Unknown` is never a target,

@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{header, HeaderName, Request, Response};
+use http::{HeaderName, Request, Response};
 use tower_service::Service;
 
 use crate::classify::Classifier;
 use crate::error::{BackendError, BoxError};
 use crate::future::{Exchange, ResponseFuture};
 use crate::sink::HealthSink;
-use crate::verdict::{Credentials, Origin, Probe};
+use crate::verdict::{Credentials, Origin};
 
 /// Classifies every exchange with the inner service, reports it to the sink, and returns
 /// typed errors. Made by [`HealthClassifyLayer`](crate::HealthClassifyLayer).
@@ -70,24 +70,6 @@ impl<S, K, C> HealthClassify<S, K, C> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-
-    fn credentials<B>(&self, request: &Request<B>) -> Credentials {
-        let headers = request.headers();
-        // Probes and many internal calls carry no header at all: skip the hashing.
-        let header_sent = !headers.is_empty()
-            && (headers.contains_key(header::AUTHORIZATION)
-                || self
-                    .credential_headers
-                    .iter()
-                    .any(|name| headers.contains_key(name)));
-        let sent =
-            header_sent || request.extensions().get::<Credentials>() == Some(&Credentials::Sent);
-        if sent {
-            Credentials::Sent
-        } else {
-            Credentials::NotSent
-        }
-    }
 }
 
 impl<S, K, C, B, R> Service<Request<B>> for HealthClassify<S, K, C>
@@ -123,12 +105,8 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let credentials = self.credentials(&request);
-        let origin = if request.extensions().get::<Probe>().is_some() {
-            Origin::Probe
-        } else {
-            Origin::Traffic
-        };
+        let credentials = Credentials::of(&request, &self.credential_headers);
+        let origin = Origin::of(&request);
         let start = crate::clock::now();
         let future = self.inner.call(request);
         ResponseFuture::new(

@@ -18,13 +18,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderMap, HeaderName, Request, Response};
+use http::{HeaderMap, HeaderName, Request, Response};
 use tower_http::classify::{ClassifiedResponse, ClassifyEos, ClassifyResponse, MakeClassifier};
 
 use crate::classify::{Classifier, DefaultClassifier, Outcome};
 use crate::error::{AuthError, BackendError, BoxError};
 use crate::sink::{sink_fn, HealthReport, HealthSink, SinkFn};
-use crate::verdict::{verdict, AuthStrategy, Credentials, HealthStatus, Origin, Probe, Verdict};
+use crate::verdict::{verdict, AuthStrategy, Credentials, HealthStatus, Origin, Verdict};
 
 /// A [`MakeClassifier`] for tower-http's [`TraceLayer`]: an exchange is a failure unless
 /// this crate's [`verdict`] on it is [`Healthy`](HealthStatus::Healthy).
@@ -172,27 +172,8 @@ impl<K, C> NotHealthyAsFailures<K, C> {
     /// [`HealthClassifyLayer::credential_header`](crate::HealthClassifyLayer::credential_header)
     /// does. Only the header's presence is looked at, never its value.
     pub fn credential_header(mut self, name: HeaderName) -> Self {
-        if !self.credential_headers.contains(&name) {
-            let mut names = self.credential_headers.to_vec();
-            names.push(name);
-            self.credential_headers = names.into();
-        }
+        self.credential_headers = crate::verdict::with_header(&self.credential_headers, name);
         self
-    }
-
-    fn credentials<B>(&self, request: &Request<B>) -> Credentials {
-        let headers = request.headers();
-        let sent = headers.contains_key(header::AUTHORIZATION)
-            || self
-                .credential_headers
-                .iter()
-                .any(|name| headers.contains_key(name))
-            || request.extensions().get::<Credentials>() == Some(&Credentials::Sent);
-        if sent {
-            Credentials::Sent
-        } else {
-            Credentials::NotSent
-        }
     }
 }
 
@@ -206,16 +187,11 @@ where
     type ClassifyEos = ClassifyExchange<K, C>;
 
     fn make_classifier<B>(&self, request: &Request<B>) -> Self::Classifier {
-        let origin = if request.extensions().get::<Probe>().is_some() {
-            Origin::Probe
-        } else {
-            Origin::Traffic
-        };
         ClassifyExchange {
             sink: self.sink.clone(),
             classifier: self.classifier.clone(),
-            credentials: self.credentials(request),
-            origin,
+            credentials: Credentials::of(request, &self.credential_headers),
+            origin: Origin::of(request),
         }
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{header, HeaderName, Request};
+
 use crate::classify::{BearerError, Outcome};
 use crate::error::{AuthError, TransportKind};
 
@@ -119,6 +121,24 @@ pub enum Credentials {
 }
 
 impl Credentials {
+    /// What `request` carried: `Authorization`, one of `credential_headers`, or this
+    /// type as an extension with the value `Sent`. Only presence is looked at.
+    #[inline]
+    pub(crate) fn of<B>(request: &Request<B>, credential_headers: &[HeaderName]) -> Self {
+        let headers = request.headers();
+        // Probes and many internal calls carry no header at all: skip the hashing.
+        let header_sent = !headers.is_empty()
+            && (headers.contains_key(header::AUTHORIZATION)
+                || credential_headers
+                    .iter()
+                    .any(|name| headers.contains_key(name)));
+        if header_sent || request.extensions().get::<Credentials>() == Some(&Credentials::Sent) {
+            Credentials::Sent
+        } else {
+            Credentials::NotSent
+        }
+    }
+
     /// Whether credentials were sent.
     #[inline]
     pub fn is_sent(self) -> bool {
@@ -134,6 +154,28 @@ pub enum Origin {
     Traffic,
     /// A health probe (the request carried the [`Probe`] extension).
     Probe,
+}
+
+impl Origin {
+    /// `Probe` when `request` carries the [`Probe`] extension.
+    #[inline]
+    pub(crate) fn of<B>(request: &Request<B>) -> Self {
+        if request.extensions().get::<Probe>().is_some() {
+            Origin::Probe
+        } else {
+            Origin::Traffic
+        }
+    }
+}
+
+/// `names` with `name` added, once: the credential-header lists of the layers.
+pub(crate) fn with_header(names: &Arc<[HeaderName]>, name: HeaderName) -> Arc<[HeaderName]> {
+    if names.contains(&name) {
+        return names.clone();
+    }
+    let mut names = names.to_vec();
+    names.push(name);
+    names.into()
 }
 
 /// Marks a request as a health probe. Insert it as a request extension; the

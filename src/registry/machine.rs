@@ -86,7 +86,8 @@ pub(crate) fn status_from_code(code: u8) -> HealthStatus {
     }
 }
 
-const TRANSPORT_KINDS: [TransportKind; 10] = [
+/// Every transport kind, in the order of the reason codes.
+pub(crate) const TRANSPORT_KINDS: [TransportKind; 10] = [
     TransportKind::ConnectionRefused,
     TransportKind::Dns,
     TransportKind::ConnectTimeout,

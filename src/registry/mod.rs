@@ -2,7 +2,7 @@
 
 mod backend;
 mod health_registry;
-mod machine;
+pub(crate) mod machine;
 mod policy;
 mod snapshot;
 mod transition;
