@@ -36,7 +36,7 @@ use crate::verdict::{verdict, AuthStrategy, Credentials, HealthStatus, Origin, V
 /// supplies the strategy: nothing is reported to it). Credentials and probes are read
 /// from the request as the layer reads them: `Authorization`, any
 /// [`credential_header`](Self::credential_header), the [`Credentials::Sent`] extension,
-/// the [`Probe`] extension.
+/// the [`Probe`](crate::Probe) extension.
 ///
 /// | exchange | failure? |
 /// |---|---|
