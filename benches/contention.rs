@@ -13,20 +13,14 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::StatusCode;
 use tower_health_classify::{
-    AuthStrategy, BackendHandle, Credentials, HealthRegistry, HealthReport, HealthSink, Origin,
-    Outcome, Policy,
+    AuthStrategy, BackendHandle, ExchangeReport, HealthRegistry, Outcome, Policy,
 };
 
-/// One Good report, as the layer makes it.
-fn report(handle: &BackendHandle, outcome: &Outcome, strategy: &AuthStrategy) {
-    handle.report(&HealthReport::new(
-        outcome,
-        strategy,
-        Credentials::NotSent,
-        Origin::Traffic,
-        Duration::from_millis(1),
-        handle.slow_threshold(),
-    ));
+/// One Good report, as the layer makes it (the strategy read from the handle included).
+fn report(handle: &BackendHandle, outcome: &Outcome) {
+    ExchangeReport::new(outcome)
+        .latency(Duration::from_millis(1))
+        .report(handle);
 }
 
 /// Runs `iters` reports on each of two threads, into `handles[0]` and `handles[1]`,
@@ -34,17 +28,16 @@ fn report(handle: &BackendHandle, outcome: &Outcome, strategy: &AuthStrategy) {
 fn two_threads(handles: [&BackendHandle; 2], iters: u64) -> Duration {
     let barrier = Barrier::new(2);
     let outcome = Outcome::Success(StatusCode::OK);
-    let strategy = AuthStrategy::TokenExchange;
     let elapsed = thread::scope(|scope| {
         let workers: Vec<_> = handles
             .iter()
             .map(|&handle| {
-                let (barrier, outcome, strategy) = (&barrier, &outcome, &strategy);
+                let (barrier, outcome) = (&barrier, &outcome);
                 scope.spawn(move || {
                     barrier.wait();
                     let start = Instant::now();
                     for _ in 0..iters {
-                        report(black_box(handle), outcome, strategy);
+                        report(black_box(handle), outcome);
                     }
                     start.elapsed()
                 })
@@ -64,16 +57,8 @@ fn contention(c: &mut Criterion) {
     let one = registry.register("one", AuthStrategy::TokenExchange);
     let other = registry.register("other", AuthStrategy::TokenExchange);
     // Make both Healthy, so that every report takes the lock-free path.
-    report(
-        &one,
-        &Outcome::Success(StatusCode::OK),
-        &AuthStrategy::TokenExchange,
-    );
-    report(
-        &other,
-        &Outcome::Success(StatusCode::OK),
-        &AuthStrategy::TokenExchange,
-    );
+    report(&one, &Outcome::Success(StatusCode::OK));
+    report(&other, &Outcome::Success(StatusCode::OK));
 
     let mut group = c.benchmark_group("two_threads");
     group.throughput(Throughput::Elements(1));
@@ -88,10 +73,7 @@ fn contention(c: &mut Criterion) {
     let mut group = c.benchmark_group("one_thread");
     group.throughput(Throughput::Elements(1));
     let outcome = Outcome::Success(StatusCode::OK);
-    let strategy = AuthStrategy::TokenExchange;
-    group.bench_function("report", |b| {
-        b.iter(|| report(black_box(&one), &outcome, &strategy))
-    });
+    group.bench_function("report", |b| b.iter(|| report(black_box(&one), &outcome)));
     group.finish();
 }
 

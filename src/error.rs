@@ -79,6 +79,123 @@ impl fmt::Display for TransportKind {
     }
 }
 
+/// Why a TLS handshake or certificate check failed: the cause behind
+/// [`TransportKind::Tls`].
+///
+/// Read from `rustls::Error` in the error chain (feature `rustls`), else from the text of
+/// a library that flattened its TLS error (OpenSSL's `certificate verify failed`,
+/// rustls' `invalid peer certificate: ...`). Names the cause only: never a certificate,
+/// a key or anything else the peer sent. The set is small and stable, so that it can be
+/// stored as a code and counted; [`Other`](TlsFailure::Other) is what no rule names.
+///
+/// # Example
+///
+/// ```
+/// use std::io;
+/// use tower_health_classify::{BackendError, TlsFailure, TransportKind};
+///
+/// let flattened = io::Error::other("SSL certificate problem: certificate has expired");
+/// let err = BackendError::from_error(flattened.into());
+/// assert_eq!(err.transport_kind(), Some(TransportKind::Tls));
+/// assert_eq!(err.tls_failure(), Some(TlsFailure::CertificateExpired));
+/// assert_eq!(err.to_string(), "tls error: certificate expired");
+/// assert_eq!(TlsFailure::CertificateExpired.as_str(), "certificate_expired");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The backend's certificate is past its `notAfter` date (or the clock is wrong).
+    CertificateExpired,
+    /// The backend's certificate is before its `notBefore` date (or the clock is wrong).
+    CertificateNotYetValid,
+    /// The certificate chain leads to no trusted root: a self-signed certificate, or one
+    /// from a private CA the client was not given.
+    UnknownIssuer,
+    /// The certificate is valid, but not for the host name (or IP address) in the URL.
+    NameMismatch,
+    /// The certificate has been revoked.
+    CertificateRevoked,
+    /// The certificate was rejected for another reason: a bad signature or encoding, an
+    /// unsupported algorithm, a purpose other than server authentication.
+    BadCertificate,
+    /// The backend requires a client certificate (mutual TLS) that the client did not
+    /// present.
+    ClientCertificateRequired,
+    /// The peer did not answer in TLS: typically a plain-HTTP server behind an
+    /// `https://` URL, or the wrong port.
+    NotTls,
+    /// The handshake failed otherwise: a fatal alert from the peer, no protocol version
+    /// or cipher suite in common, a peer that broke the protocol.
+    HandshakeFailure,
+    /// A TLS failure none of the above describes.
+    Other,
+}
+
+impl TlsFailure {
+    /// The snake_case name used in logs and serialized forms (`certificate_expired`).
+    #[inline]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::CertificateExpired => "certificate_expired",
+            TlsFailure::CertificateNotYetValid => "certificate_not_yet_valid",
+            TlsFailure::UnknownIssuer => "unknown_issuer",
+            TlsFailure::NameMismatch => "name_mismatch",
+            TlsFailure::CertificateRevoked => "certificate_revoked",
+            TlsFailure::BadCertificate => "bad_certificate",
+            TlsFailure::ClientCertificateRequired => "client_certificate_required",
+            TlsFailure::NotTls => "not_tls",
+            TlsFailure::HandshakeFailure => "handshake_failure",
+            TlsFailure::Other => "other",
+        }
+    }
+
+    /// What a person reads: `certificate expired`, `certificate not valid for the host
+    /// name`.
+    fn describe(self) -> &'static str {
+        match self {
+            TlsFailure::CertificateExpired => "certificate expired",
+            TlsFailure::CertificateNotYetValid => "certificate not yet valid",
+            TlsFailure::UnknownIssuer => "certificate from an unknown issuer",
+            TlsFailure::NameMismatch => "certificate not valid for the host name",
+            TlsFailure::CertificateRevoked => "certificate revoked",
+            TlsFailure::BadCertificate => "bad certificate",
+            TlsFailure::ClientCertificateRequired => "client certificate required",
+            TlsFailure::NotTls => "the peer does not speak tls",
+            TlsFailure::HandshakeFailure => "handshake failure",
+            TlsFailure::Other => "unrecognised failure",
+        }
+    }
+
+    /// The TLS failure an error's source chain holds, if it holds one.
+    ///
+    /// The chain is walked as [`classify_error`](crate::classify_error) walks it. The
+    /// first entry that names a TLS failure decides: a [`BackendError`] this crate
+    /// already made, or a `rustls::Error` (feature `rustls`). Without such an entry, the
+    /// entries' text is read for the TLS phrases of the [`text`](crate::text) fallback.
+    /// `None` when nothing in the chain is about TLS.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::io;
+    /// use tower_health_classify::TlsFailure;
+    ///
+    /// let flattened = io::Error::other("error:0A000086:SSL routines::certificate verify failed");
+    /// assert_eq!(TlsFailure::from_error(&flattened), Some(TlsFailure::BadCertificate));
+    /// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+    /// assert_eq!(TlsFailure::from_error(&refused), None);
+    /// ```
+    pub fn from_error(error: &(dyn Error + 'static)) -> Option<Self> {
+        crate::classify::tls_failure(error)
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 /// A failure on this side of the connection: never the backend's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -373,6 +490,16 @@ pub enum BackendError {
         #[source]
         source: BoxError,
     },
+    /// The TLS handshake or the certificate check failed
+    /// ([`TransportKind::Tls`]), for the reason `failure` names.
+    #[error("tls error{}", TlsCause(*failure))]
+    Tls {
+        /// Why.
+        failure: TlsFailure,
+        /// The original error (an `io::Error` wrapping a `rustls::Error`, ...).
+        #[source]
+        source: BoxError,
+    },
     /// A timeout fired before the response arrived.
     #[error("request timed out")]
     Timeout {
@@ -398,12 +525,22 @@ impl BackendError {
     /// Classifies an inner error with the default classifier and wraps it.
     pub fn from_error(error: BoxError) -> Self {
         let outcome = crate::classify::classify_error(&*error);
-        Self::from_outcome(outcome, error)
+        let tls = crate::classify::tls_failure_of(&outcome, &*error);
+        Self::from_outcome(outcome, tls, error)
     }
 
-    /// Wraps an inner error under the outcome it was classified as.
-    pub(crate) fn from_outcome(outcome: Outcome, source: BoxError) -> Self {
+    /// Wraps an inner error under the outcome it was classified as; `tls` is the cause
+    /// of a `Transport(Tls)` outcome.
+    pub(crate) fn from_outcome(
+        outcome: Outcome,
+        tls: Option<TlsFailure>,
+        source: BoxError,
+    ) -> Self {
         match outcome {
+            Outcome::Transport(TransportKind::Tls) => BackendError::Tls {
+                failure: tls.unwrap_or(TlsFailure::Other),
+                source,
+            },
             Outcome::Auth(mut auth) => {
                 auth.set_source(Arc::from(source));
                 BackendError::Auth(auth)
@@ -428,7 +565,9 @@ impl BackendError {
     pub fn is_transport(&self) -> bool {
         matches!(
             self,
-            BackendError::Transport { .. } | BackendError::Timeout { .. }
+            BackendError::Transport { .. }
+                | BackendError::Tls { .. }
+                | BackendError::Timeout { .. }
         )
     }
 
@@ -442,7 +581,22 @@ impl BackendError {
     pub fn transport_kind(&self) -> Option<TransportKind> {
         match self {
             BackendError::Transport { kind, .. } => Some(*kind),
+            BackendError::Tls { .. } => Some(TransportKind::Tls),
             BackendError::Timeout { .. } => Some(TransportKind::Timeout),
+            _ => None,
+        }
+    }
+
+    /// Why the TLS handshake or certificate check failed: `Some` exactly when
+    /// [`transport_kind`](Self::transport_kind) is `Some(TransportKind::Tls)`
+    /// ([`TlsFailure::Other`] when no cause was recognised).
+    pub fn tls_failure(&self) -> Option<TlsFailure> {
+        match self {
+            BackendError::Tls { failure, .. } => Some(*failure),
+            BackendError::Transport {
+                kind: TransportKind::Tls,
+                ..
+            } => Some(TlsFailure::Other),
             _ => None,
         }
     }
@@ -460,9 +614,22 @@ impl BackendError {
         match self {
             BackendError::Auth(auth) => Outcome::Auth(auth.clone()),
             BackendError::Transport { kind, .. } => Outcome::Transport(*kind),
+            BackendError::Tls { .. } => Outcome::Transport(TransportKind::Tls),
             BackendError::Timeout { .. } => Outcome::Transport(TransportKind::Timeout),
             BackendError::Local { kind, .. } => Outcome::Local(*kind),
             BackendError::Other(_) => Outcome::Transport(TransportKind::Other),
+        }
+    }
+}
+
+/// `: certificate expired` after `tls error`, nothing for a cause no rule names.
+struct TlsCause(TlsFailure);
+
+impl fmt::Display for TlsCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            TlsFailure::Other => Ok(()),
+            failure => write!(f, ": {failure}"),
         }
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use http::Response;
 use pin_project_lite::pin_project;
 
-use crate::classify::{Classifier, Outcome};
+use crate::classify::{tls_failure_of, Classifier, Outcome};
 use crate::clock::{self, Stamp};
-use crate::error::{BackendError, BoxError};
-use crate::sink::{HealthReport, HealthSink};
+use crate::error::{BackendError, BoxError, TlsFailure};
+use crate::sink::{ExchangeReport, HealthSink};
 use crate::verdict::{Credentials, Origin};
 
 pin_project! {
@@ -36,7 +36,7 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             if let Some(state) = this.project().state.take() {
-                state.exchange().report(&Outcome::Cancelled);
+                state.exchange().report(&Outcome::Cancelled, None);
             }
         }
     }
@@ -132,19 +132,14 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
     /// response: the panic is caught and logged at ERROR. (A panic in a drop that runs
     /// while another panic unwinds would abort the process.)
     #[inline]
-    fn report(&self, outcome: &Outcome) {
+    fn report(&self, outcome: &Outcome, tls_failure: Option<TlsFailure>) {
         let reported = panic::catch_unwind(AssertUnwindSafe(|| {
-            let strategy = self.sink.strategy();
-            let mut report = HealthReport::new(
-                outcome,
-                &strategy,
-                self.credentials,
-                self.origin,
-                self.latency,
-                self.sink.slow_threshold(),
-            );
-            report.ended = Some(self.ended);
-            self.sink.report(&report);
+            ExchangeReport::new(outcome)
+                .credentials(self.credentials)
+                .origin(self.origin)
+                .latency(self.latency)
+                .tls_failure(tls_failure)
+                .report_ended(self.sink, Some(self.ended));
         }));
         if reported.is_err() {
             tracing::error!(
@@ -157,11 +152,15 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
 
     /// Classifies the outcome's auth error with the request's credentials flag, reports it.
     #[inline]
-    fn classify_and_report(&self, mut outcome: Outcome) -> Outcome {
+    fn classify_and_report(
+        &self,
+        mut outcome: Outcome,
+        tls_failure: Option<TlsFailure>,
+    ) -> Outcome {
         if let Outcome::Auth(auth) = &mut outcome {
             auth.set_credentials_sent(self.credentials.is_sent());
         }
-        self.report(&outcome);
+        self.report(&outcome, tls_failure);
         outcome
     }
 }
@@ -176,6 +175,7 @@ impl<K: HealthSink, C: Classifier> Exchange<'_, K, C> {
         let outcome = self.classify_and_report(
             self.classifier
                 .classify_response(response.status(), response.headers()),
+            None,
         );
         match outcome {
             // Not inserted: the first insert into empty extensions allocates.
@@ -190,7 +190,10 @@ impl<K: HealthSink, C: Classifier> Exchange<'_, K, C> {
 
     #[inline]
     pub(crate) fn error(&self, error: BoxError) -> BackendError {
-        let outcome = self.classify_and_report(self.classifier.classify_error(&*error));
-        BackendError::from_outcome(outcome, error)
+        let outcome = self.classifier.classify_error(&*error);
+        // Read only on this path: the cause costs nothing to an exchange that succeeded.
+        let tls_failure = tls_failure_of(&outcome, &*error);
+        let outcome = self.classify_and_report(outcome, tls_failure);
+        BackendError::from_outcome(outcome, tls_failure, error)
     }
 }

@@ -104,7 +104,7 @@
 //! | connect refused | `Transport(ConnectionRefused)` |
 //! | name resolution failed | `Transport(Dns)` |
 //! | timeout while connecting / any other timeout | `Transport(ConnectTimeout)` / `Transport(Timeout)` |
-//! | TLS handshake or certificate failure | `Transport(Tls)` |
+//! | TLS handshake or certificate failure | `Transport(Tls)`, with its [`TlsFailure`] |
 //! | peer closed before a full response | `Transport(Closed)` |
 //! | connection reset, broken pipe | `Transport(Reset)` |
 //! | host or network unreachable | `Transport(Unreachable)` |
@@ -114,7 +114,12 @@
 //! | anything else | the [`text`] fallback, else `Transport(Other)` |
 //!
 //! Errors are classified by walking their `source()` chain, stepping into
-//! `io::Error::get_ref()` too (see [`classify_error`]). Challenge parsing is bounded: at
+//! `io::Error::get_ref()` too (see [`classify_error`]). A TLS failure also names its
+//! cause, a [`TlsFailure`] (certificate expired, unknown issuer, name mismatch, ...):
+//! read from `rustls::Error` with feature `rustls`, else from the text of a library that
+//! flattened it. It is in [`BackendError::Tls`], in [`HealthReport::tls_failure`] and
+//! in [`LogSink`]'s lines. A client that is not a tower service reports its exchanges
+//! with an [`ExchangeReport`]. Challenge parsing is bounded: at
 //! most 16 challenges per response and 32 parameters per challenge are kept, and the work
 //! is linear in the header bytes.
 //!
@@ -229,6 +234,7 @@
 //! | `precise-clock` | no | time exchanges with tokio's clock (about 24 ns a reading, nanosecond resolution, follows paused time) instead of the coarse monotonic clock (about 3 ns, 1 to 4 ms resolution) |
 //! | `probe` | no | [`Prober`]: active probes of every registered backend on tokio tasks, at an interval with jitter and a per-probe timeout (implies `registry`) |
 //! | `hyper-util` | no | recognises `hyper_util::client::legacy::Error` in error chains: connect-phase timeouts become `ConnectTimeout`, client misuse becomes `Local(InvalidRequest)` |
+//! | `rustls` | no | recognises `rustls::Error` in error chains: `Transport(Tls)` with its [`TlsFailure`] (expired, not yet valid, unknown issuer, name mismatch, revoked, client certificate required, not TLS, handshake failure). Adds rustls alone, without a crypto provider |
 //! | `retry` | no | `RetryPolicy`, a `tower::retry::Policy` that reads the layer's outcomes: connect failures retried for any method, dropped connections and 502/503/504 for idempotent ones, `Retry-After` honoured up to a cap, backoff with jitter and a retry budget |
 //! | `metrics` | no | the registry's per-backend status gauge, transition and report counters and latency histogram, through the `metrics` facade (implies `registry`; see [`metrics`] and below) |
 //! | `tower-http` | no | [`NotHealthyAsFailures`], a `tower_http::classify::MakeClassifier`: `TraceLayer`'s `on_failure` sees the exchanges this crate does not judge Healthy, not the expected challenges |
@@ -275,7 +281,7 @@ pub use crate::classify::{
     classify_error, classify_response, parse_challenges, text, BearerError, Challenge, Classifier,
     DefaultClassifier, Outcome,
 };
-pub use crate::error::{AuthError, BackendError, BoxError, LocalKind, TransportKind};
+pub use crate::error::{AuthError, BackendError, BoxError, LocalKind, TlsFailure, TransportKind};
 pub use crate::layer::HealthClassifyLayer;
 #[cfg(feature = "probe")]
 pub use crate::probe::{Prober, ProberBuilder};
@@ -287,7 +293,7 @@ pub use crate::registry::{
 #[cfg(feature = "retry")]
 pub use crate::retry::{RetryDelay, RetryPolicy};
 pub use crate::service::HealthClassify;
-pub use crate::sink::{sink_fn, HealthReport, HealthSink, LogSink, SinkFn};
+pub use crate::sink::{sink_fn, ExchangeReport, HealthReport, HealthSink, LogSink, SinkFn};
 #[cfg(feature = "tower-http")]
 pub use crate::trace::{ClassifyExchange, HealthFailure, NotHealthyAsFailures};
 pub use crate::verdict::{

@@ -23,8 +23,9 @@ use crate::verdict::{Credentials, Origin};
 ///   pass-through mode those are returned as responses), or an inner error that
 ///   classified as an auth failure;
 /// - [`BackendError::Transport`] when the inner service failed to get a complete
-///   response (refused, reset, closed, not HTTP, ...), and [`BackendError::Timeout`]
-///   when a timer ended it;
+///   response (refused, reset, closed, not HTTP, ...), [`BackendError::Tls`] when the
+///   TLS handshake or the certificate check failed (with its [`TlsFailure`](crate::TlsFailure)), and
+///   [`BackendError::Timeout`] when a timer ended it;
 /// - [`BackendError::Local`] when the request never left (load shed, bad URI);
 /// - [`BackendError::Other`] for what a custom classifier put in no other class.
 ///

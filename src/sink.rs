@@ -1,36 +1,35 @@
 //! Health sinks: where the layer sends one report per exchange.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::classify::Outcome;
 use crate::clock::Stamp;
+use crate::error::{TlsFailure, TransportKind};
 use crate::verdict::{verdict, AuthStrategy, Credentials, Origin, Verdict, DEFAULT_SLOW_THRESHOLD};
 
 /// What the layer tells a sink about one exchange. Plain data; borrowed for the call.
 ///
+/// Made by the layer, or by an [`ExchangeReport`] for an exchange made without it.
+///
 /// # Example
 ///
 /// ```
-/// use std::time::Duration;
-/// use http::StatusCode;
+/// use std::io;
 /// use tower_health_classify::{
-///     AuthStrategy, Credentials, HealthReport, HealthStatus, Origin, Outcome,
-///     DEFAULT_SLOW_THRESHOLD,
+///     sink_fn, AuthStrategy, ExchangeReport, Outcome, TlsFailure, TransportKind,
 /// };
 ///
-/// let outcome = Outcome::Success(StatusCode::OK);
-/// let strategy = AuthStrategy::Unauthenticated;
-/// let report = HealthReport::new(
-///     &outcome,
-///     &strategy,
-///     Credentials::NotSent,
-///     Origin::Traffic,
-///     Duration::from_millis(3),
-///     DEFAULT_SLOW_THRESHOLD,
-/// );
-/// assert_eq!(report.verdict.unwrap().status, HealthStatus::Healthy);
+/// let sink = sink_fn(AuthStrategy::Unauthenticated, |report| {
+///     if let Outcome::Transport(TransportKind::Tls) = report.outcome {
+///         assert_eq!(report.tls_failure, Some(TlsFailure::UnknownIssuer));
+///         assert_eq!(report.verdict.unwrap().reason.as_str(), "tls");
+///     }
+/// });
+/// let error = io::Error::other("SSL certificate problem: self-signed certificate");
+/// ExchangeReport::error(&error).report(&sink);
 /// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -48,39 +47,168 @@ pub struct HealthReport<'a> {
     /// From the call to the response or error (or to the drop, for `Cancelled`). Read
     /// from a coarse clock unless feature `precise-clock` is on: see the crate docs.
     pub latency: Duration,
+    /// Why the TLS handshake failed: `Some` exactly when `outcome` is
+    /// `Transport(Tls)` ([`TlsFailure::Other`] when no cause was recognised).
+    pub tls_failure: Option<TlsFailure>,
     /// The layer's clock when the exchange ended, so that the registry need not read it
     /// again; `None` in reports made by hand.
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
     pub(crate) ended: Option<Stamp>,
 }
 
-impl<'a> HealthReport<'a> {
-    /// A report of an exchange that took `latency`, with its verdict judged by
-    /// [`verdict`].
+/// One exchange with a backend made without the layer (a `reqwest::Client`, a
+/// hand-written probe, any client that is not a `Service<http::Request<B>>`), to judge
+/// and report to a sink as the layer would.
+///
+/// Start from the response or the error ([`response`](Self::response) and
+/// [`error`](Self::error) classify them, the TLS cause included), or from an
+/// [`Outcome`] you classified yourself ([`new`](Self::new)); name the facts the outcome
+/// does not hold; then [`report`](Self::report) reads the strategy and the slow
+/// threshold from the sink, judges with [`verdict`], and hands the sink one
+/// [`HealthReport`]. Left out: no credentials, traffic, zero latency, no TLS cause.
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use tower_health_classify::{
+///     AuthStrategy, Credentials, ExchangeReport, HealthRegistry, Origin, Policy,
+/// };
+///
+/// let registry = HealthRegistry::new(Policy::default());
+/// let github = registry.register("github", AuthStrategy::TokenExchange);
+///
+/// // What `reqwest::Client::get(url).send().await` gave, say.
+/// let started = Instant::now();
+/// let result: Result<http::Response<()>, std::io::Error> =
+///     Err(std::io::ErrorKind::ConnectionRefused.into());
+///
+/// let exchange = match &result {
+///     Ok(response) => ExchangeReport::response(response.status(), response.headers()),
+///     Err(error) => ExchangeReport::error(error),
+/// };
+/// let verdict = exchange
+///     .credentials(Credentials::Sent)
+///     .origin(Origin::Probe)
+///     .latency(started.elapsed())
+///     .report(&github);
+/// assert_eq!(verdict.unwrap().reason.as_str(), "connection_refused");
+/// assert_eq!(registry.snapshot().backends[0].checks, 1);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "nothing is reported until `report` is called"]
+pub struct ExchangeReport<'a> {
+    outcome: Cow<'a, Outcome>,
+    credentials: Credentials,
+    origin: Origin,
+    latency: Duration,
+    tls_failure: Option<TlsFailure>,
+}
+
+impl<'a> ExchangeReport<'a> {
+    /// An exchange whose outcome is `outcome`.
     #[inline]
-    pub fn new(
-        outcome: &'a Outcome,
-        strategy: &'a AuthStrategy,
-        credentials: Credentials,
-        origin: Origin,
-        latency: Duration,
-        slow_threshold: Duration,
-    ) -> Self {
-        HealthReport {
+    pub fn new(outcome: &'a Outcome) -> Self {
+        Self::of(Cow::Borrowed(outcome))
+    }
+
+    #[inline]
+    fn of(outcome: Cow<'a, Outcome>) -> Self {
+        ExchangeReport {
             outcome,
-            verdict: verdict(
-                outcome,
-                strategy,
-                credentials,
-                origin,
-                latency,
-                slow_threshold,
-            ),
-            strategy,
-            credentials,
-            origin,
-            latency,
-            ended: None,
+            credentials: Credentials::NotSent,
+            origin: Origin::Traffic,
+            latency: Duration::ZERO,
+            tls_failure: None,
         }
+    }
+
+    /// An exchange that got a response: classified by
+    /// [`classify_response`](crate::classify_response).
+    pub fn response(status: http::StatusCode, headers: &http::HeaderMap) -> Self {
+        Self::of(Cow::Owned(crate::classify::classify_response(
+            status, headers,
+        )))
+    }
+
+    /// An exchange that failed: classified by [`classify_error`](crate::classify_error),
+    /// with the TLS cause read by [`TlsFailure::from_error`].
+    pub fn error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let outcome = crate::classify::classify_error(error);
+        let tls_failure = crate::classify::tls_failure_of(&outcome, error);
+        Self::of(Cow::Owned(outcome)).tls_failure(tls_failure)
+    }
+
+    /// Whether the request carried credentials.
+    #[inline]
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Whether the request was a probe.
+    #[inline]
+    pub fn origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// How long the exchange took, from sending to the response head or the error.
+    #[inline]
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Why the TLS handshake failed. Only a `Transport(Tls)` outcome carries a cause: for
+    /// one, `None` reports [`TlsFailure::Other`]; for any other outcome this is ignored.
+    #[inline]
+    pub fn tls_failure(mut self, failure: Option<TlsFailure>) -> Self {
+        self.tls_failure = failure;
+        self
+    }
+
+    /// Judges the exchange with the sink's strategy and slow threshold, reports it, and
+    /// returns the verdict (`None` for `Cancelled` and `Local` outcomes, which never
+    /// count).
+    pub fn report<K: HealthSink + ?Sized>(&self, sink: &K) -> Option<Verdict> {
+        self.report_ended(sink, None)
+    }
+
+    /// [`report`](Self::report), with the layer's clock reading of the end.
+    #[inline]
+    pub(crate) fn report_ended<K: HealthSink + ?Sized>(
+        &self,
+        sink: &K,
+        ended: Option<Stamp>,
+    ) -> Option<Verdict> {
+        let outcome = &*self.outcome;
+        let strategy = sink.strategy();
+        let verdict = verdict(
+            outcome,
+            &strategy,
+            self.credentials,
+            self.origin,
+            self.latency,
+            sink.slow_threshold(),
+        );
+        let tls_failure = match outcome {
+            Outcome::Transport(TransportKind::Tls) => {
+                Some(self.tls_failure.unwrap_or(TlsFailure::Other))
+            }
+            _ => None,
+        };
+        sink.report(&HealthReport {
+            outcome,
+            verdict,
+            strategy: &strategy,
+            credentials: self.credentials,
+            origin: self.origin,
+            latency: self.latency,
+            tls_failure,
+            ended,
+        });
+        verdict
     }
 }
 
@@ -255,7 +383,8 @@ impl<F> fmt::Debug for SinkFn<F> {
 ///
 /// For per-request visibility while debugging; it logs repeats. For the quiet,
 /// transitions-only log, use the registry. Fields: `backend`, `outcome`, `status`,
-/// `reason`, `strategy`, `credentials_sent`, `probe`, `latency_ms`. Nothing from a
+/// `reason`, `strategy`, `credentials_sent`, `probe`, `latency_ms`, and `tls_failure`
+/// for a TLS failure (`certificate_expired`, ...). Nothing from a
 /// request header is ever logged; backend-supplied text is escaped.
 ///
 /// # Example
@@ -302,6 +431,7 @@ impl HealthSink for LogSink {
             credentials_sent = report.credentials.is_sent(),
             probe = report.origin == Origin::Probe,
             latency_ms = report.latency.as_secs_f64() * 1000.0,
+            tls_failure = report.tls_failure.map(TlsFailure::as_str),
             "backend exchange classified"
         );
     }
@@ -315,15 +445,10 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn report_with(sink: &dyn HealthSink, outcome: &Outcome) {
-        let strategy = sink.strategy();
-        sink.report(&HealthReport::new(
-            outcome,
-            &strategy,
-            Credentials::NotSent,
-            Origin::Probe,
-            Duration::from_millis(1),
-            sink.slow_threshold(),
-        ));
+        ExchangeReport::new(outcome)
+            .origin(Origin::Probe)
+            .latency(Duration::from_millis(1))
+            .report(sink);
     }
 
     #[derive(Default)]
@@ -414,6 +539,135 @@ mod tests {
         assert!(format!("{sink:?}").contains("UpstreamInject"));
     }
 
+    /// A report's verdict, TLS cause, credentials and origin.
+    type Fact = (Option<Verdict>, Option<TlsFailure>, Credentials, Origin);
+
+    /// Records every report's facts.
+    #[derive(Default)]
+    struct Facts(Mutex<Vec<Fact>>);
+
+    impl HealthSink for Facts {
+        fn strategy(&self) -> AuthStrategy {
+            AuthStrategy::TokenExchange
+        }
+        fn slow_threshold(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn report(&self, report: &HealthReport<'_>) {
+            assert_eq!(*report.strategy, AuthStrategy::TokenExchange);
+            self.0.lock().unwrap().push((
+                report.verdict,
+                report.tls_failure,
+                report.credentials,
+                report.origin,
+            ));
+        }
+    }
+
+    #[test]
+    fn exchange_report_judges_with_the_sinks_strategy_and_threshold() {
+        let sink = Facts::default();
+        let ok = Outcome::Success(StatusCode::OK);
+        let unauthorized =
+            crate::classify::classify_response(StatusCode::UNAUTHORIZED, &http::HeaderMap::new());
+        let cases: Vec<(&str, ExchangeReport<'_>, Option<Verdict>)> = vec![
+            (
+                "fast success",
+                ExchangeReport::new(&ok).latency(Duration::from_millis(999)),
+                Some(Verdict::new(HealthStatus::Healthy, Reason::Ok)),
+            ),
+            (
+                "slow by the sink's threshold, not the default",
+                ExchangeReport::new(&ok).latency(Duration::from_secs(2)),
+                Some(Verdict::new(HealthStatus::Degraded, Reason::Slow)),
+            ),
+            (
+                "a challenge to a probe without credentials",
+                ExchangeReport::new(&unauthorized).origin(Origin::Probe),
+                Some(Verdict::new(
+                    HealthStatus::Healthy,
+                    Reason::ExpectedChallenge,
+                )),
+            ),
+            (
+                "the gateway's credentials rejected",
+                ExchangeReport::new(&unauthorized)
+                    .origin(Origin::Probe)
+                    .credentials(Credentials::Sent),
+                Some(Verdict::new(
+                    HealthStatus::Unauthenticated,
+                    Reason::CredentialsRejected,
+                )),
+            ),
+            (
+                "cancelled never counts",
+                ExchangeReport::new(&Outcome::Cancelled),
+                None,
+            ),
+        ];
+        for (name, exchange, want) in cases {
+            assert_eq!(exchange.report(&sink), want, "{name}");
+            let (reported, ..) = *sink.0.lock().unwrap().last().unwrap();
+            assert_eq!(reported, want, "{name}: what the sink saw");
+        }
+        let seen = sink.0.lock().unwrap();
+        assert_eq!(seen[3].2, Credentials::Sent);
+        assert_eq!(seen[3].3, Origin::Probe);
+        assert_eq!(seen[0].2, Credentials::NotSent);
+        assert_eq!(seen[0].3, Origin::Traffic);
+    }
+
+    #[test]
+    fn only_a_tls_outcome_carries_a_cause_and_always_one() {
+        let sink = Facts::default();
+        let tls = Outcome::Transport(TransportKind::Tls);
+        let reset = Outcome::Transport(TransportKind::Reset);
+        let cases: Vec<(&str, ExchangeReport<'_>, Option<TlsFailure>)> = vec![
+            (
+                "tls with its cause",
+                ExchangeReport::new(&tls).tls_failure(Some(TlsFailure::CertificateExpired)),
+                Some(TlsFailure::CertificateExpired),
+            ),
+            (
+                "tls without a cause is other",
+                ExchangeReport::new(&tls),
+                Some(TlsFailure::Other),
+            ),
+            (
+                "a cause on another outcome is dropped",
+                ExchangeReport::new(&reset).tls_failure(Some(TlsFailure::UnknownIssuer)),
+                None,
+            ),
+            (
+                "from an error: classified, the cause read",
+                ExchangeReport::error(&std::io::Error::other(
+                    "invalid peer certificate: UnknownIssuer",
+                )),
+                Some(TlsFailure::UnknownIssuer),
+            ),
+            (
+                "from a response: no cause",
+                ExchangeReport::response(StatusCode::BAD_GATEWAY, &http::HeaderMap::new()),
+                None,
+            ),
+        ];
+        for (name, exchange, want) in cases {
+            let verdict = exchange.report(&sink);
+            let (_, cause, ..) = *sink.0.lock().unwrap().last().unwrap();
+            assert_eq!(cause, want, "{name}");
+            if want.is_some() {
+                assert_eq!(
+                    verdict,
+                    Some(Verdict::new(
+                        HealthStatus::Unhealthy,
+                        Reason::Transport(TransportKind::Tls)
+                    )),
+                    "{name}"
+                );
+            }
+        }
+    }
+
     /// Collects what a `tracing` subscriber writes, for assertions on log lines.
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -446,10 +700,18 @@ mod tests {
                 &sink,
                 &crate::classify::classify_response(StatusCode::UNAUTHORIZED, &headers),
             );
+            ExchangeReport::new(&Outcome::Transport(TransportKind::Tls))
+                .tls_failure(Some(TlsFailure::CertificateExpired))
+                .report(&sink);
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(!lines[0].contains("tls_failure"), "{text}");
+        assert!(
+            lines[2].contains("tls_failure=\"certificate_expired\""),
+            "{text}"
+        );
         assert!(lines.iter().all(|l| l.contains("DEBUG")), "{text}");
         assert!(lines[0].contains(r"backend=git\nhub"), "{text}");
         assert!(lines[0].contains("status=\"healthy\""), "{text}");

@@ -21,8 +21,8 @@ use std::time::Duration;
 use http::{header, Request, Response, StatusCode};
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_health_classify::{
-    AuthStrategy, BackendHandle, CredentialOwner, Credentials, HealthClassifyLayer, HealthRegistry,
-    HealthReport, HealthSink, HealthStatus, Origin, Outcome, Policy, Transition,
+    AuthStrategy, BackendHandle, CredentialOwner, Credentials, ExchangeReport, HealthClassifyLayer,
+    HealthRegistry, HealthSink, HealthStatus, Outcome, Policy, Transition,
 };
 
 /// xorshift64: a reproducible stream of choices per thread.
@@ -39,15 +39,10 @@ impl Rng {
 
 /// A report straight to the handle, as the layer makes it.
 fn report(handle: &BackendHandle, outcome: &Outcome, credentials: Credentials) {
-    let strategy = handle.strategy();
-    handle.report(&HealthReport::new(
-        outcome,
-        &strategy,
-        credentials,
-        Origin::Traffic,
-        Duration::from_millis(1),
-        handle.slow_threshold(),
-    ));
+    ExchangeReport::new(outcome)
+        .credentials(credentials)
+        .latency(Duration::from_millis(1))
+        .report(handle);
 }
 
 fn unauthorized() -> Outcome {

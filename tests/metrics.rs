@@ -21,9 +21,8 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::CompositeKey;
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_health_classify::{
-    metrics as names, AuthStrategy, BackendHandle, Credentials, HealthClassifyLayer,
-    HealthRegistry, HealthReport, HealthSink, HealthStatus, Origin, Outcome,
-    DEFAULT_SLOW_THRESHOLD,
+    metrics as names, AuthStrategy, BackendHandle, Credentials, ExchangeReport,
+    HealthClassifyLayer, HealthRegistry, HealthStatus, Outcome,
 };
 
 // === snapshot reading ===
@@ -443,15 +442,10 @@ fn good_reports_on_a_healthy_backend_allocate_nothing() {
         let handle = registry.register("hot", AuthStrategy::UpstreamInject);
         let success = Outcome::Success(StatusCode::OK);
         let report = |handle: &BackendHandle| {
-            let strategy = handle.strategy();
-            handle.report(&HealthReport::new(
-                &success,
-                &strategy,
-                Credentials::Sent,
-                Origin::Traffic,
-                Duration::from_millis(3),
-                DEFAULT_SLOW_THRESHOLD,
-            ));
+            ExchangeReport::new(&success)
+                .credentials(Credentials::Sent)
+                .latency(Duration::from_millis(3))
+                .report(handle);
         };
         // Unknown -> Healthy takes the locked path (and logs); not measured.
         report(&handle);

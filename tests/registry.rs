@@ -11,7 +11,7 @@ use http::{header, Request, Response, StatusCode};
 use tokio::time::advance;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_health_classify::{
-    AuthStrategy, BackendHandle, Credentials, HealthClassifyLayer, HealthRegistry, HealthReport,
+    AuthStrategy, BackendHandle, Credentials, ExchangeReport, HealthClassifyLayer, HealthRegistry,
     HealthSink, HealthStatus, LocalKind, Origin, Outcome, Phase, Policy, Probe, TransportKind,
 };
 
@@ -78,15 +78,11 @@ async fn probe(handle: &BackendHandle, status: StatusCode) {
 
 /// Reports `outcome` directly, as a layer would, at the current (paused) time.
 fn report(handle: &BackendHandle, outcome: &Outcome, credentials: Credentials) {
-    let strategy = handle.strategy();
-    handle.report(&HealthReport::new(
-        outcome,
-        &strategy,
-        credentials,
-        Origin::Probe,
-        Duration::from_millis(5),
-        handle.slow_threshold(),
-    ));
+    ExchangeReport::new(outcome)
+        .credentials(credentials)
+        .origin(Origin::Probe)
+        .latency(Duration::from_millis(5))
+        .report(handle);
 }
 
 #[tokio::test(start_paused = true)]
@@ -349,15 +345,10 @@ fn concurrent_reports_are_all_counted() {
                     } else {
                         Outcome::Success(StatusCode::OK)
                     };
-                    let strategy = handle.strategy();
-                    handle.report(&HealthReport::new(
-                        &outcome,
-                        &strategy,
-                        Credentials::Sent,
-                        Origin::Traffic,
-                        Duration::from_millis(1),
-                        handle.slow_threshold(),
-                    ));
+                    ExchangeReport::new(&outcome)
+                        .credentials(Credentials::Sent)
+                        .latency(Duration::from_millis(1))
+                        .report(&handle);
                 }
             })
         })

@@ -219,6 +219,13 @@ fn failure_response(route: &Route, error: &BackendError) -> Response<Body> {
             Some(kind.as_str()),
             "the request could not be sent to the backend",
         ),
+        BackendError::Tls { failure, .. } => error_response(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            &route.name,
+            Some("tls"),
+            &format!("the TLS handshake with the backend failed: {failure}"),
+        ),
         BackendError::Transport { kind, .. } => error_response(
             StatusCode::BAD_GATEWAY,
             "bad_gateway",

@@ -14,7 +14,7 @@ use std::io;
 
 use super::outcome::Outcome;
 use super::text;
-use crate::error::{AuthError, BackendError, LocalKind, TransportKind};
+use crate::error::{AuthError, BackendError, LocalKind, TlsFailure, TransportKind};
 
 /// Chain entries looked at. Real chains are a handful of entries deep; the bound keeps a
 /// cyclic chain (a `source()` that returns itself) or an absurdly deep one from hanging
@@ -37,6 +37,7 @@ const MAX_DEPTH: usize = 32;
 /// | `hyper::Error`: incomplete message, canceled, channel closed, body write aborted | `Closed` |
 /// | `hyper::Error::is_parse` | `Protocol` |
 /// | `hyper::Error::is_user` | `Local(InvalidRequest)`; `Local(Other)` for a failed request body stream or a dropped connection task |
+/// | `rustls::Error` (feature `rustls`) | `Tls`, its cause read by [`TlsFailure::from_error`] |
 /// | `tower::load_shed::error::Overloaded` | `Local(Overloaded)` |
 /// | `http::Error`, `InvalidUri`, `InvalidUriParts`, `InvalidHeaderName`, `InvalidHeaderValue`, `InvalidMethod` | `Local(InvalidRequest)` |
 /// | `hyper_util::client::legacy::Error::is_connect` (feature `hyper-util`) | the connect phase |
@@ -73,9 +74,9 @@ const MAX_DEPTH: usize = 32;
 /// 5. No signal: the [`text`](super::text) fallback reads every entry's `Display`.
 ///    An auth phrase gives `Auth` (`Unauthorized`, or `Forbidden` for the 403 phrases),
 ///    without challenges; then a timeout phrase gives `Timeout` (`ConnectTimeout` in the
-///    connect phase); then a connection phrase gives its kind. Across entries, the
-///    phrase listed first in its table decides, and among equal phrases the outermost
-///    entry.
+///    connect phase); then a TLS phrase gives `Tls`; then a connection phrase gives its
+///    kind. Across entries, the phrase listed first in its table decides, and among
+///    equal phrases the outermost entry.
 /// 6. Nothing at all: `Transport(Other)`.
 ///
 /// # Example
@@ -172,6 +173,8 @@ impl Signals {
             || entry.is::<tokio::time::error::Elapsed>()
         {
             self.transport(Some(Transport::Timer));
+        } else if rustls_failure(entry).is_some() {
+            self.transport(Some(Transport::Kind(TransportKind::Tls)));
         } else if entry.is::<tower::load_shed::error::Overloaded>() {
             self.local(LocalKind::Overloaded);
         } else if entry.is::<http::Error>()
@@ -380,17 +383,65 @@ impl fmt::Write for ExactComparer<'_> {
     }
 }
 
-/// The last resort: no entry gave a typed signal, so read their messages.
-fn from_text(error: &(dyn Error + 'static), connect_phase: bool) -> Outcome {
+/// Why a TLS handshake failed, when `outcome` says one did: the cause found in the
+/// chain, else [`TlsFailure::Other`]. `None` for every other outcome.
+pub(crate) fn tls_failure_of(
+    outcome: &Outcome,
+    error: &(dyn Error + 'static),
+) -> Option<TlsFailure> {
+    matches!(outcome, Outcome::Transport(TransportKind::Tls))
+        .then(|| tls_failure(error).unwrap_or(TlsFailure::Other))
+}
+
+/// The TLS failure `error`'s chain names: see [`TlsFailure::from_error`].
+pub(crate) fn tls_failure(error: &(dyn Error + 'static)) -> Option<TlsFailure> {
+    for entry in chain(error) {
+        if entry.is::<AuthError>() {
+            return None;
+        }
+        match entry.downcast_ref::<BackendError>() {
+            None | Some(BackendError::Other(_)) => {}
+            Some(backend) => return backend.tls_failure(),
+        }
+        if let Some(failure) = rustls_failure(entry) {
+            return Some(failure);
+        }
+    }
+    messages(error)
+        .iter()
+        .filter_map(|message| text::tls_failure(message))
+        .min_by_key(|found| found.rank)
+        .map(|found| found.value)
+}
+
+#[cfg(feature = "rustls")]
+fn rustls_failure(entry: &(dyn Error + 'static)) -> Option<TlsFailure> {
+    entry
+        .downcast_ref::<rustls::Error>()
+        .map(super::tls::from_rustls)
+}
+
+#[cfg(not(feature = "rustls"))]
+fn rustls_failure(_: &(dyn Error + 'static)) -> Option<TlsFailure> {
+    None
+}
+
+/// Every entry's `Display`, for the text fallback.
+fn messages(error: &(dyn Error + 'static)) -> Vec<String> {
     // One allocation per entry, and only on this path. Not `to_string()`: it panics when
     // a `Display` impl fails, and a foreign error's `Display` is not ours to trust.
-    let messages: Vec<String> = chain(error)
+    chain(error)
         .map(|entry| {
             let mut message = String::new();
             let _ = fmt::write(&mut message, format_args!("{entry}"));
             message
         })
-        .collect();
+        .collect()
+}
+
+/// The last resort: no entry gave a typed signal, so read their messages.
+fn from_text(error: &(dyn Error + 'static), connect_phase: bool) -> Outcome {
+    let messages = messages(error);
     if let Some(found) = messages
         .iter()
         .filter_map(|message| text::auth_status(message))
@@ -420,6 +471,12 @@ fn from_text(error: &(dyn Error + 'static), connect_phase: bool) -> Outcome {
         } else {
             TransportKind::Timeout
         });
+    }
+    if messages
+        .iter()
+        .any(|message| text::tls_failure(message).is_some())
+    {
+        return Outcome::Transport(TransportKind::Tls);
     }
     let kind = messages
         .iter()
@@ -947,6 +1004,252 @@ mod tests {
         // A long message stops formatting early instead of running to the end.
         let long = "d".repeat(1 << 20);
         assert_eq!(exact_text(&long, CONNECTOR_TEXTS), None);
+    }
+
+    /// `(outcome, cause)` as the layer reports them.
+    fn judged(error: &(dyn Error + 'static)) -> (Outcome, Option<TlsFailure>) {
+        let outcome = classify_error(error);
+        let cause = tls_failure_of(&outcome, error);
+        (outcome, cause)
+    }
+
+    #[test]
+    fn flattened_tls_errors_are_tls_with_the_cause_their_text_names() {
+        let tls = transport(TransportKind::Tls);
+        let cases: Vec<(&str, BoxError, Outcome, Option<TlsFailure>)> = vec![
+            (
+                "OpenSSL expired, under hyper-util's connect entries",
+                wrap(
+                    "client error (Connect)",
+                    io::Error::other(
+                        "error:0A000086:SSL routines:tls_post_process_server_certificate:\
+                         certificate verify failed:../ssl/statem/statem_clnt.c:1889: \
+                         (certificate has expired)",
+                    ),
+                )
+                .into(),
+                tls.clone(),
+                Some(TlsFailure::CertificateExpired),
+            ),
+            (
+                "curl self-signed",
+                leaf("SSL certificate problem: self-signed certificate").into(),
+                tls.clone(),
+                Some(TlsFailure::UnknownIssuer),
+            ),
+            (
+                "rustls Display, flattened",
+                leaf("invalid peer certificate: UnknownIssuer").into(),
+                tls.clone(),
+                Some(TlsFailure::UnknownIssuer),
+            ),
+            (
+                "a generic phrase: cause other",
+                wrap("request failed", leaf("tls error")).into(),
+                tls.clone(),
+                Some(TlsFailure::Other),
+            ),
+            (
+                "the most specific phrase of any entry decides",
+                wrap(
+                    "certificate verify failed",
+                    leaf("hostname mismatch, certificate is not valid for 'backend.test'"),
+                )
+                .into(),
+                tls.clone(),
+                Some(TlsFailure::NameMismatch),
+            ),
+            (
+                "a timeout phrase decides over a TLS phrase",
+                leaf("net/http: TLS handshake timeout").into(),
+                transport(TransportKind::Timeout),
+                None,
+            ),
+            (
+                "a TLS phrase decides over a connection phrase",
+                leaf("ssl handshake: connection reset by peer").into(),
+                tls,
+                Some(TlsFailure::HandshakeFailure),
+            ),
+            (
+                "a typed signal decides over a TLS phrase",
+                wrap("tls handshake eof", io(io::ErrorKind::UnexpectedEof)).into(),
+                transport(TransportKind::Closed),
+                None,
+            ),
+            (
+                "tls in a key is not a TLS failure",
+                leaf("tls_version=1.3 ok, then the backend hung up").into(),
+                transport(TransportKind::Other),
+                None,
+            ),
+            (
+                "a host name holding ssl is not a TLS failure",
+                leaf("GET https://ssl.example.com/handshake failed").into(),
+                transport(TransportKind::Other),
+                None,
+            ),
+        ];
+        for (name, error, outcome, cause) in cases {
+            assert_eq!(judged(&*error), (outcome, cause), "{name}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn a_tls_outcome_with_no_cause_found_is_other_and_only_tls_carries_one() {
+        /// A custom classifier's own TLS error type, whose text names nothing.
+        #[derive(Debug)]
+        struct Opaque;
+        impl fmt::Display for Opaque {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("E_0x2f")
+            }
+        }
+        impl Error for Opaque {}
+        let tls = transport(TransportKind::Tls);
+        assert_eq!(tls_failure_of(&tls, &Opaque), Some(TlsFailure::Other));
+        // A cause in the chain, but the outcome is not TLS: no cause reported.
+        let expired = leaf("certificate has expired");
+        assert_eq!(
+            tls_failure_of(&transport(TransportKind::Reset), &expired),
+            None
+        );
+        assert_eq!(tls_failure(&expired), Some(TlsFailure::CertificateExpired));
+        assert_eq!(tls_failure(&io(io::ErrorKind::ConnectionRefused)), None);
+    }
+
+    #[test]
+    fn a_backend_error_in_the_chain_keeps_its_cause() {
+        let inner = BackendError::Tls {
+            failure: TlsFailure::NameMismatch,
+            source: Box::new(leaf("certificate has expired")),
+        };
+        let outer = wrap("retry gave up", inner);
+        assert_eq!(
+            judged(&outer),
+            (
+                transport(TransportKind::Tls),
+                Some(TlsFailure::NameMismatch)
+            )
+        );
+        // A non-TLS error this crate made says no TLS cause, whatever is under it.
+        let reset = BackendError::Transport {
+            kind: TransportKind::Reset,
+            source: Box::new(leaf("certificate has expired")),
+        };
+        assert_eq!(tls_failure(&reset), None);
+        let auth = AuthError::Unauthorized {
+            challenges: vec![],
+            credentials_sent: false,
+            source: None,
+        };
+        assert_eq!(tls_failure(&auth), None);
+    }
+
+    /// The chains hyper-util, hyper-rustls and tokio-rustls build, by hand.
+    #[cfg(feature = "rustls")]
+    mod rustls_chains {
+        use super::*;
+        use rustls::{AlertDescription, CertificateError, InvalidMessage};
+
+        /// tokio-rustls wraps the rustls error in `io::Error(InvalidData)`; hyper-rustls
+        /// wraps that in `io::Error(Other)`; hyper-util in its connect error.
+        fn connect_chain(error: rustls::Error) -> BoxError {
+            Box::new(wrap(
+                "client error (Connect)",
+                io::Error::other(io::Error::new(io::ErrorKind::InvalidData, error)),
+            ))
+        }
+
+        #[test]
+        fn rustls_errors_are_tls_with_their_cause() {
+            let tls = transport(TransportKind::Tls);
+            let cases: Vec<(&str, BoxError, Option<TlsFailure>)> = vec![
+                (
+                    "expired, in the connect phase",
+                    connect_chain(rustls::Error::InvalidCertificate(CertificateError::Expired)),
+                    Some(TlsFailure::CertificateExpired),
+                ),
+                (
+                    "self-signed, in the connect phase",
+                    connect_chain(rustls::Error::InvalidCertificate(
+                        CertificateError::UnknownIssuer,
+                    )),
+                    Some(TlsFailure::UnknownIssuer),
+                ),
+                (
+                    "plain HTTP answered the ClientHello",
+                    connect_chain(rustls::Error::InvalidMessage(
+                        InvalidMessage::InvalidContentType,
+                    )),
+                    Some(TlsFailure::NotTls),
+                ),
+                (
+                    "client certificate required, after the connect phase",
+                    Box::new(wrap(
+                        "client error (SendRequest)",
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                        ),
+                    )),
+                    Some(TlsFailure::ClientCertificateRequired),
+                ),
+                (
+                    "the bare rustls error",
+                    Box::new(rustls::Error::InvalidCertificate(
+                        CertificateError::NotValidForName,
+                    )),
+                    Some(TlsFailure::NameMismatch),
+                ),
+            ];
+            for (name, error, cause) in cases {
+                assert_eq!(judged(&*error), (tls.clone(), cause), "{name}: {error:?}");
+            }
+        }
+
+        #[test]
+        fn the_typed_cause_decides_over_text_and_a_local_signal_over_tls() {
+            // The outer text says "expired"; the rustls error says otherwise.
+            let error = wrap(
+                "certificate has expired",
+                io::Error::other(rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer,
+                )),
+            );
+            assert_eq!(
+                judged(&error),
+                (
+                    transport(TransportKind::Tls),
+                    Some(TlsFailure::UnknownIssuer)
+                )
+            );
+            // The request could not be sent as built: whatever is under that is no
+            // backend's TLS failure.
+            let local = wrap(
+                "invalid URL, scheme is missing",
+                io::Error::other(rustls::Error::DecryptError),
+            );
+            assert_eq!(
+                judged(&local),
+                (Outcome::Local(LocalKind::InvalidRequest), None)
+            );
+        }
+
+        #[test]
+        fn backend_error_names_the_cause() {
+            let err = BackendError::from_error(connect_chain(rustls::Error::InvalidCertificate(
+                CertificateError::Expired,
+            )));
+            assert!(err.is_transport());
+            assert_eq!(err.transport_kind(), Some(TransportKind::Tls));
+            assert_eq!(err.tls_failure(), Some(TlsFailure::CertificateExpired));
+            assert_eq!(err.outcome(), transport(TransportKind::Tls));
+            assert_eq!(err.to_string(), "tls error: certificate expired");
+            // The original error is kept, for a caller that wants rustls' own words.
+            let inner = err.source().unwrap();
+            assert!(chain(inner).any(|e| e.is::<rustls::Error>()));
+        }
     }
 
     #[test]

@@ -9,8 +9,11 @@ mod challenge;
 mod classifier;
 mod outcome;
 pub mod text;
+#[cfg(feature = "rustls")]
+mod tls;
 
 pub use self::chain::classify_error;
+pub(crate) use self::chain::{tls_failure, tls_failure_of};
 pub use self::challenge::{parse_challenges, Challenge};
 pub use self::classifier::{classify_response, Classifier, DefaultClassifier};
 pub use self::outcome::{BearerError, Outcome};

@@ -20,11 +20,9 @@ use crate::verdict::{HealthStatus, Reason};
 /// let registry = HealthRegistry::new(Policy::default());
 /// let mut transitions = registry.subscribe();
 /// let handle = registry.register("search", AuthStrategy::Unauthenticated);
-/// # use tower_health_classify::{HealthSink, HealthReport, Outcome, Credentials, Origin};
+/// # use tower_health_classify::{ExchangeReport, Outcome, Origin};
 /// # let ok = Outcome::Success(http::StatusCode::OK);
-/// # let strategy = handle.strategy();
-/// # handle.report(&HealthReport::new(&ok, &strategy, Credentials::NotSent, Origin::Probe,
-/// #     std::time::Duration::ZERO, handle.slow_threshold()));
+/// # ExchangeReport::new(&ok).origin(Origin::Probe).report(&handle);
 /// // ... one successful exchange through a layer reporting to `handle` ...
 /// let transition = transitions.recv().await.unwrap();
 /// assert_eq!(&*transition.backend, "search");
