@@ -475,9 +475,16 @@ async fn reports_during_strategy_changes_are_judged_by_a_set_strategy() {
         })
     });
     let done = Arc::new(AtomicBool::new(false));
+    // The writer starts once the first report is in: on a loaded machine it could
+    // otherwise finish before the first request, and no report would race it.
+    let started = Arc::new(AtomicBool::new(false));
     let writer = {
         let (registry, custom, done) = (registry.clone(), custom.clone(), done.clone());
+        let started = started.clone();
         thread::spawn(move || {
+            while !started.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
             for i in 0..20_000 {
                 let next = if i % 2 == 0 {
                     AuthStrategy::TokenExchange
@@ -498,6 +505,7 @@ async fn reports_during_strategy_changes_are_judged_by_a_set_strategy() {
         let mut request = Request::new(());
         request.extensions_mut().insert(Credentials::Sent);
         let _ = service.ready().await.unwrap().call(request).await;
+        started.store(true, Ordering::Release);
     }
     writer.join().unwrap();
     let reasons = reasons.lock().unwrap();
