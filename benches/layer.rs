@@ -39,6 +39,19 @@ where
     }
 }
 
+/// Polls a body whose frames are ready at once until it ends.
+fn end_of_body<B: http_body::Body>(body: B) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut body = pin!(body);
+    loop {
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(_))) => continue,
+            Poll::Ready(None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// The response body tower-http's `TraceLayer` needs; empty, so nothing allocates.
 type Body = Empty<Bytes>;
 
@@ -81,6 +94,18 @@ fn per_request(c: &mut Criterion) {
     let mut registered = HealthClassifyLayer::new(handle).layer(service_fn(ok));
     group.bench_function("d_health_classify_registry_handle", |b| {
         b.iter(|| black_box(call(&mut registered)))
+    });
+
+    // (d) with judged streams: the body wrapped and read to its (empty) end.
+    let handle = registry.register("streams", AuthStrategy::UpstreamInject);
+    let mut judged = HealthClassifyLayer::new(handle)
+        .classify_body()
+        .layer(service_fn(ok));
+    group.bench_function("d3_health_classify_registry_handle_classify_body", |b| {
+        b.iter(|| {
+            let response = call(&mut judged);
+            black_box(response.map(|r| end_of_body(r.into_body())))
+        })
     });
 
     // The same with a `&'static` handle: no reference count touched per request.

@@ -1,6 +1,7 @@
 //! The response future of [`HealthClassify`](crate::HealthClassify).
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -9,18 +10,19 @@ use std::time::Duration;
 use http::Response;
 use pin_project_lite::pin_project;
 
+use crate::body::{ClassifyBody, HeadOnly, ResponseBody};
 use crate::classify::{tls_failure_of, Classifier, Outcome};
 use crate::clock::{self, Stamp};
 use crate::error::{BackendError, BoxError, TlsFailure};
 use crate::sink::{ExchangeReport, HealthSink};
-use crate::verdict::{Credentials, Origin};
+use crate::verdict::{Credentials, Origin, Verdict};
 
 pin_project! {
     /// Response future of [`HealthClassify`](crate::HealthClassify).
     ///
     /// Reports exactly once: when the inner future completes, or with
     /// [`Outcome::Cancelled`] when this future is dropped before that.
-    pub struct ResponseFuture<F, K, C>
+    pub struct ResponseFuture<F, K, C, M = HeadOnly>
     where
         K: HealthSink,
     {
@@ -28,9 +30,10 @@ pin_project! {
         inner: F,
         // Taken when the report is made, so that it is made once.
         state: Option<State<K, C>>,
+        mode: PhantomData<fn() -> M>,
     }
 
-    impl<F, K, C> PinnedDrop for ResponseFuture<F, K, C>
+    impl<F, K, C, M> PinnedDrop for ResponseFuture<F, K, C, M>
     where
         K: HealthSink,
     {
@@ -43,7 +46,7 @@ pin_project! {
 }
 
 /// What the future needs once the inner future is done.
-struct State<K, C> {
+pub(crate) struct State<K, C> {
     sink: K,
     classifier: C,
     credentials: Credentials,
@@ -54,7 +57,7 @@ struct State<K, C> {
 
 impl<K, C> State<K, C> {
     #[inline]
-    fn exchange(&self) -> Exchange<'_, K, C> {
+    pub(crate) fn exchange(&self) -> Exchange<'_, K, C> {
         let ended = clock::now();
         Exchange {
             sink: &self.sink,
@@ -67,7 +70,7 @@ impl<K, C> State<K, C> {
     }
 }
 
-impl<F, K: HealthSink, C> ResponseFuture<F, K, C> {
+impl<F, K: HealthSink, C, M> ResponseFuture<F, K, C, M> {
     pub(crate) fn new(
         inner: F,
         sink: K,
@@ -87,11 +90,14 @@ impl<F, K: HealthSink, C> ResponseFuture<F, K, C> {
                 start,
                 pass_through_auth,
             }),
+            mode: PhantomData,
         }
     }
 }
 
-impl<F, K, C, R, E> Future for ResponseFuture<F, K, C>
+// One `Future` impl per body mode: see `service.rs` for why.
+
+impl<F, K, C, R, E> Future for ResponseFuture<F, K, C, HeadOnly>
 where
     F: Future<Output = Result<Response<R>, E>>,
     E: Into<BoxError>,
@@ -116,8 +122,39 @@ where
     }
 }
 
+impl<F, K, C, R, E> Future for ResponseFuture<F, K, C, ClassifyBody>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+    K: HealthSink,
+    C: Classifier,
+{
+    type Output = Result<Response<ResponseBody<R, K, C>>, BackendError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let state = this
+            .state
+            .take()
+            .expect("ResponseFuture polled after completion");
+        let exchange = state.exchange();
+        Poll::Ready(match result {
+            Ok(response) => {
+                let (response, verdict) =
+                    exchange.judged_response(response, state.pass_through_auth);
+                response
+                    .map(|response| response.map(|body| ResponseBody::new(body, state, verdict)))
+            }
+            Err(error) => Err(exchange.error(error.into())),
+        })
+    }
+}
+
 /// One finished exchange, ready to be classified and reported. Shared by the response
-/// future and by `poll_ready`, whose errors are reported the same way.
+/// future, by `poll_ready`, whose errors are reported the same way, and by the body of a
+/// judged stream.
 pub(crate) struct Exchange<'a, K, C> {
     pub(crate) sink: &'a K,
     pub(crate) classifier: &'a C,
@@ -128,41 +165,77 @@ pub(crate) struct Exchange<'a, K, C> {
 }
 
 impl<K: HealthSink, C> Exchange<'_, K, C> {
+    /// The report of `outcome`, for [`report`](Self::report) and
+    /// [`judged_report`](Self::judged_report) to send.
+    #[inline]
+    fn exchange_report<'o>(
+        &self,
+        outcome: &'o Outcome,
+        tls_failure: Option<TlsFailure>,
+    ) -> ExchangeReport<'o> {
+        ExchangeReport::new(outcome)
+            .credentials(self.credentials)
+            .origin(self.origin)
+            .latency(self.latency)
+            .tls_failure(tls_failure)
+    }
+
     /// Reports to the sink. A sink that panics loses its report, never the caller's
     /// response: the panic is caught and logged at ERROR. (A panic in a drop that runs
     /// while another panic unwinds would abort the process.)
     #[inline]
     fn report(&self, outcome: &Outcome, tls_failure: Option<TlsFailure>) {
         let reported = panic::catch_unwind(AssertUnwindSafe(|| {
-            ExchangeReport::new(outcome)
-                .credentials(self.credentials)
-                .origin(self.origin)
-                .latency(self.latency)
-                .tls_failure(tls_failure)
+            self.exchange_report(outcome, tls_failure)
                 .report_ended(self.sink, Some(self.ended));
         }));
         if reported.is_err() {
-            tracing::error!(
-                target: "tower_health_classify",
-                outcome = outcome.as_str(),
-                "health sink panicked; this report is lost"
-            );
+            sink_panicked(outcome);
         }
     }
 
-    /// Classifies the outcome's auth error with the request's credentials flag, reports it.
+    /// [`report`](Self::report), returning the verdict reported (`None` if the sink
+    /// panicked). Apart from it because a value leaving the unwind guard cost the
+    /// default path, which never needs it, about 30 instructions.
+    fn judged_report(&self, outcome: &Outcome) -> Option<Verdict> {
+        let reported = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.exchange_report(outcome, None)
+                .report_ended(self.sink, Some(self.ended))
+        }));
+        reported.unwrap_or_else(|_| {
+            sink_panicked(outcome);
+            None
+        })
+    }
+
+    /// Marks the outcome's auth error with the request's credentials flag.
+    #[inline]
+    fn mark_credentials(&self, outcome: &mut Outcome) {
+        if let Outcome::Auth(auth) = outcome {
+            auth.set_credentials_sent(self.credentials.is_sent());
+        }
+    }
+
+    /// Marks the outcome's auth error with the request's credentials flag, reports it.
     #[inline]
     fn classify_and_report(
         &self,
         mut outcome: Outcome,
         tls_failure: Option<TlsFailure>,
     ) -> Outcome {
-        if let Outcome::Auth(auth) = &mut outcome {
-            auth.set_credentials_sent(self.credentials.is_sent());
-        }
+        self.mark_credentials(&mut outcome);
         self.report(&outcome, tls_failure);
         outcome
     }
+}
+
+#[cold]
+fn sink_panicked(outcome: &Outcome) {
+    tracing::error!(
+        target: "tower_health_classify",
+        outcome = outcome.as_str(),
+        "health sink panicked; this report is lost"
+    );
 }
 
 impl<K: HealthSink, C: Classifier> Exchange<'_, K, C> {
@@ -188,12 +261,43 @@ impl<K: HealthSink, C: Classifier> Exchange<'_, K, C> {
         }
     }
 
+    /// [`response`](Self::response), and the verdict the head was reported with (for a
+    /// judged stream). Apart from it for the reason given at `judged_report`.
+    fn judged_response<R>(
+        &self,
+        mut response: Response<R>,
+        pass_through_auth: bool,
+    ) -> (Result<Response<R>, BackendError>, Option<Verdict>) {
+        let mut outcome = self
+            .classifier
+            .classify_response(response.status(), response.headers());
+        self.mark_credentials(&mut outcome);
+        let verdict = self.judged_report(&outcome);
+        let response = match outcome {
+            Outcome::Success(_) => Ok(response),
+            Outcome::Auth(auth) if !pass_through_auth => Err(BackendError::Auth(auth)),
+            outcome => {
+                response.extensions_mut().insert(outcome);
+                Ok(response)
+            }
+        };
+        (response, verdict)
+    }
+
     #[inline]
     pub(crate) fn error(&self, error: BoxError) -> BackendError {
         let outcome = self.classifier.classify_error(&*error);
         // Read only on this path: the cause costs nothing to an exchange that succeeded.
         let tls_failure = tls_failure_of(&outcome, &*error);
         let outcome = self.classify_and_report(outcome, tls_failure);
+        BackendError::from_outcome(outcome, tls_failure, error)
+    }
+
+    /// Types an inner error as [`error`](Self::error) does, without a report.
+    pub(crate) fn type_error(&self, error: BoxError) -> BackendError {
+        let mut outcome = self.classifier.classify_error(&*error);
+        let tls_failure = tls_failure_of(&outcome, &*error);
+        self.mark_credentials(&mut outcome);
         BackendError::from_outcome(outcome, tls_failure, error)
     }
 }

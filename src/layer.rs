@@ -1,10 +1,12 @@
 //! `HealthClassifyLayer`: configuration and the sink, applied to a service.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use http::HeaderName;
 use tower_layer::Layer;
 
+use crate::body::{ClassifyBody, HeadOnly};
 use crate::classify::DefaultClassifier;
 use crate::service::HealthClassify;
 
@@ -53,34 +55,70 @@ use crate::service::HealthClassify;
 /// assert_eq!(err.auth().unwrap().scope(), Some("mcp"));
 /// # }
 /// ```
-#[derive(Debug, Clone)]
-pub struct HealthClassifyLayer<K, C = DefaultClassifier> {
+#[derive(Debug)]
+pub struct HealthClassifyLayer<K, C = DefaultClassifier, M = HeadOnly> {
     sink: K,
     classifier: C,
     credential_headers: Arc<[HeaderName]>,
     pass_through_auth: bool,
+    mode: PhantomData<fn() -> M>,
+}
+
+// By hand: a derive would ask `M: Clone`.
+impl<K: Clone, C: Clone, M> Clone for HealthClassifyLayer<K, C, M> {
+    fn clone(&self) -> Self {
+        HealthClassifyLayer {
+            sink: self.sink.clone(),
+            classifier: self.classifier.clone(),
+            credential_headers: self.credential_headers.clone(),
+            pass_through_auth: self.pass_through_auth,
+            mode: PhantomData,
+        }
+    }
 }
 
 impl<K> HealthClassifyLayer<K> {
-    /// A layer reporting to `sink`, with the default classifier, in typed mode.
+    /// A layer reporting to `sink`, with the default classifier, in typed mode, judging
+    /// response heads only.
     pub fn new(sink: K) -> Self {
         HealthClassifyLayer {
             sink,
             classifier: DefaultClassifier,
             credential_headers: Arc::from([]),
             pass_through_auth: false,
+            mode: PhantomData,
         }
     }
 }
 
-impl<K, C> HealthClassifyLayer<K, C> {
+impl<K, C, M> HealthClassifyLayer<K, C, M> {
     /// Classifies with `classifier` instead of the default tables.
-    pub fn classifier<C2>(self, classifier: C2) -> HealthClassifyLayer<K, C2> {
+    pub fn classifier<C2>(self, classifier: C2) -> HealthClassifyLayer<K, C2, M> {
         HealthClassifyLayer {
             sink: self.sink,
             classifier,
             credential_headers: self.credential_headers,
             pass_through_auth: self.pass_through_auth,
+            mode: PhantomData,
+        }
+    }
+
+    /// Judges response bodies too (judged streams): a body that fails after the head
+    /// (reset, closed, a timeout while streaming) is reported once as the backend's
+    /// failure, and its error is returned as a [`BackendError`](crate::BackendError). A
+    /// clean end adds nothing. The response body becomes a
+    /// [`ResponseBody`](crate::body::ResponseBody); see it for the exact rule.
+    ///
+    /// Such a call reports twice: once at the head, and once at the failing frame (unless
+    /// the head was already reported Bad). Without this, a backend that dies in the middle
+    /// of a long-lived event stream stays Healthy.
+    pub fn classify_body(self) -> HealthClassifyLayer<K, C, ClassifyBody> {
+        HealthClassifyLayer {
+            sink: self.sink,
+            classifier: self.classifier,
+            credential_headers: self.credential_headers,
+            pass_through_auth: self.pass_through_auth,
+            mode: PhantomData,
         }
     }
 
@@ -103,8 +141,8 @@ impl<K, C> HealthClassifyLayer<K, C> {
     }
 }
 
-impl<S, K: Clone, C: Clone> Layer<S> for HealthClassifyLayer<K, C> {
-    type Service = HealthClassify<S, K, C>;
+impl<S, K: Clone, C: Clone, M> Layer<S> for HealthClassifyLayer<K, C, M> {
+    type Service = HealthClassify<S, K, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         HealthClassify::new(

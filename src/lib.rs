@@ -78,6 +78,13 @@
 //! - Exactly one report per call that completes; a future dropped early reports
 //!   [`Outcome::Cancelled`], which never counts against the backend. Readiness errors of
 //!   the inner service are classified and reported like call errors.
+//! - Judged streams ([`classify_body`](HealthClassifyLayer::classify_body), opt-in): the
+//!   response body is watched too. A body that fails after the head (reset, closed, a
+//!   timeout while streaming) is reported once more, at the poll of the failing frame, as
+//!   the backend's failure, and its error comes back as a [`BackendError`]. So a call
+//!   reports twice exactly when its head was reported with a verdict that was not Bad and
+//!   its body then fails; a clean end, or a body the caller drops, adds nothing. The
+//!   registry counts the second report like any other.
 //! - A sink that panics is caught and logged at `ERROR`: it loses its report, never the
 //!   request.
 //!
@@ -258,6 +265,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod body;
 mod classify;
 mod clock;
 mod error;

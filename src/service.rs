@@ -1,5 +1,6 @@
 //! `HealthClassify`: the service.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, Request, Response};
 use tower_service::Service;
 
+use crate::body::{ClassifyBody, HeadOnly, ResponseBody};
 use crate::classify::Classifier;
 use crate::error::{BackendError, BoxError};
 use crate::future::{Exchange, ResponseFuture};
@@ -30,17 +32,34 @@ use crate::verdict::{Credentials, Origin};
 /// - [`BackendError::Other`] for what a custom classifier put in no other class.
 ///
 /// Readiness errors from the inner service are classified and reported the same way.
-/// The inner error is always kept as the `source()`.
-#[derive(Debug, Clone)]
-pub struct HealthClassify<S, K, C> {
+/// The inner error is always kept as the `source()`. With
+/// [`ClassifyBody`](crate::body::ClassifyBody), the response body's errors are
+/// [`BackendError`]s too (see [`ResponseBody`](crate::body::ResponseBody)).
+#[derive(Debug)]
+pub struct HealthClassify<S, K, C, M = HeadOnly> {
     inner: S,
     sink: K,
     classifier: C,
     credential_headers: Arc<[HeaderName]>,
     pass_through_auth: bool,
+    mode: PhantomData<fn() -> M>,
 }
 
-impl<S, K, C> HealthClassify<S, K, C> {
+// By hand: a derive would ask `M: Clone`.
+impl<S: Clone, K: Clone, C: Clone, M> Clone for HealthClassify<S, K, C, M> {
+    fn clone(&self) -> Self {
+        HealthClassify {
+            inner: self.inner.clone(),
+            sink: self.sink.clone(),
+            classifier: self.classifier.clone(),
+            credential_headers: self.credential_headers.clone(),
+            pass_through_auth: self.pass_through_auth,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<S, K, C, M> HealthClassify<S, K, C, M> {
     pub(crate) fn new(
         inner: S,
         sink: K,
@@ -54,6 +73,7 @@ impl<S, K, C> HealthClassify<S, K, C> {
             classifier,
             credential_headers,
             pass_through_auth,
+            mode: PhantomData,
         }
     }
 
@@ -73,19 +93,24 @@ impl<S, K, C> HealthClassify<S, K, C> {
     }
 }
 
-impl<S, K, C, B, R> Service<Request<B>> for HealthClassify<S, K, C>
+// === impl Service ===
+//
+// One impl per body mode rather than one generic impl: each mode's future is its own
+// `Future` impl, so that the default path keeps no verdict and builds no body wrapper
+// and costs what it cost before judged streams existed (BENCHMARKS.md). A generic impl
+// dispatching on the mode cost that path about 20 instructions.
+
+impl<S, K, C, M> HealthClassify<S, K, C, M>
 where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Error: Into<BoxError>,
     K: HealthSink + Clone,
     C: Classifier + Clone,
 {
-    type Response = Response<R>;
-    type Error = BackendError;
-    type Future = ResponseFuture<S::Future, K, C>;
-
     #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn ready<B>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BackendError>>
+    where
+        S: Service<Request<B>>,
+        S::Error: Into<BoxError>,
+    {
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
@@ -105,7 +130,10 @@ where
     }
 
     #[inline]
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn start<B>(&mut self, request: Request<B>) -> ResponseFuture<S::Future, K, C, M>
+    where
+        S: Service<Request<B>>,
+    {
         let credentials = Credentials::of(&request, &self.credential_headers);
         let origin = Origin::of(&request);
         let start = crate::clock::now();
@@ -119,5 +147,49 @@ where
             start,
             self.pass_through_auth,
         )
+    }
+}
+
+impl<S, K, C, B, R> Service<Request<B>> for HealthClassify<S, K, C, HeadOnly>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    K: HealthSink + Clone,
+    C: Classifier + Clone,
+{
+    type Response = Response<R>;
+    type Error = BackendError;
+    type Future = ResponseFuture<S::Future, K, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        self.start(request)
+    }
+}
+
+impl<S, K, C, B, R> Service<Request<B>> for HealthClassify<S, K, C, ClassifyBody>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    K: HealthSink + Clone,
+    C: Classifier + Clone,
+{
+    type Response = Response<ResponseBody<R, K, C>>;
+    type Error = BackendError;
+    type Future = ResponseFuture<S::Future, K, C, ClassifyBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        self.start(request)
     }
 }

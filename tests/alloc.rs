@@ -1,8 +1,9 @@
 //! Heap allocations per request, counted by a global allocator.
 //!
-//! The success path with a registry handle must not allocate at all in steady state;
-//! the 401 path allocates only for the parsed challenge (and, in pass-through mode, the
-//! response extension that carries it).
+//! The success path with a registry handle must not allocate at all in steady state,
+//! with judged streams too (a plain body read to its end); the 401 path allocates only
+//! for the parsed challenge (and, in pass-through mode, the response extension that
+//! carries it).
 
 #![allow(unsafe_code)] // the counting allocator below; the crate itself forbids unsafe
 
@@ -13,7 +14,10 @@ use std::future::{ready, Future, Ready};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
 use tower::{service_fn, Layer, Service};
 use tower_health_classify::{AuthStrategy, HealthClassifyLayer, HealthRegistry, Policy};
 
@@ -121,6 +125,55 @@ fn success_with_a_registry_handle_allocates_nothing() {
     };
     assert_eq!(allocations_with_headers, 0);
     assert_eq!(registry.status("api").unwrap().as_str(), "healthy");
+}
+
+fn ok_full(_req: Request<()>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
+    ready(Ok(Response::new(Full::new(Bytes::from_static(
+        b"{\"ok\":true}",
+    )))))
+}
+
+/// Reads a body whose frames are ready at once to its end; the number of data frames.
+fn drain<B: Body>(body: B) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut body = pin!(body);
+    let mut frames = 0;
+    loop {
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(_))) => frames += 1,
+            Poll::Ready(None) => return frames,
+            Poll::Ready(Some(Err(_))) => panic!("the body fails"),
+            Poll::Pending => panic!("ready at once"),
+        }
+    }
+}
+
+#[test]
+fn success_with_judged_streams_and_a_plain_body_allocates_nothing() {
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("api", AuthStrategy::TokenExchange);
+    let mut service = HealthClassifyLayer::new(handle)
+        .pass_through_auth()
+        .classify_body()
+        .layer(service_fn(ok_full));
+    let mut exchange = || {
+        let response = call(&mut service, Request::new(())).unwrap();
+        assert_eq!(drain(response.into_body()), 1);
+    };
+    for _ in 0..1_000 {
+        exchange();
+    }
+    let before = allocations();
+    for _ in 0..1_000 {
+        exchange();
+    }
+    assert_eq!(allocations() - before, 0, "over 1,000 calls");
+    let health = registry.snapshot().backends.remove(0);
+    assert_eq!(
+        (health.checks, health.failures),
+        (2_000, 0),
+        "one report a call"
+    );
 }
 
 fn clone_request(template: &Request<()>) -> Request<()> {
