@@ -1,12 +1,15 @@
 //! The clock the layer times exchanges with.
 //!
 //! Two readings per request are most of what the layer costs: a precise monotonic
-//! reading takes about 24 ns here, a coarse one about 3 ns. Health is judged at the scale
-//! of seconds (the slow threshold defaults to 5 s), so by default the layer reads the
-//! coarse clock (`CLOCK_MONOTONIC_COARSE` on Linux and Android: one kernel tick of
-//! resolution, 1 to 4 ms) and keeps the raw reading, so that a latency is one
-//! subtraction. Feature `precise-clock`, and every other platform, use
-//! [`tokio::time::Instant::now`], which also follows tokio's paused time in tests.
+//! reading takes about 21 ns here, a coarse one about 2 ns. Health is judged at the scale
+//! of seconds (the slow threshold defaults to 5 s), so unless its sink asks for
+//! [`precise_latency`](crate::HealthSink::precise_latency) the layer reads the coarse
+//! clock (`CLOCK_MONOTONIC_COARSE` on Linux and Android: one kernel tick of resolution,
+//! 1 to 10 ms) and keeps the raw reading, so that a latency is one subtraction. A sink
+//! that records latencies asks for [`precise_now`], `CLOCK_MONOTONIC`: the same clock at
+//! full resolution, so the two kinds of reading share one timebase. Feature
+//! `precise-clock`, and every other platform, use [`tokio::time::Instant::now`] for
+//! both, which also follows tokio's paused time in tests.
 
 use std::time::Duration;
 
@@ -26,6 +29,22 @@ impl Stamp {
 #[inline]
 pub(crate) fn now() -> Stamp {
     Stamp(imp::now())
+}
+
+/// Now, at full resolution (1 µs or better): for latencies that are recorded.
+#[inline]
+pub(crate) fn precise_now() -> Stamp {
+    Stamp(imp::precise_now())
+}
+
+/// [`precise_now`] if `precise`, else [`now`].
+#[inline]
+pub(crate) fn read(precise: bool) -> Stamp {
+    if precise {
+        precise_now()
+    } else {
+        now()
+    }
 }
 
 #[cfg(all(
@@ -53,7 +72,18 @@ mod coarse {
 
     #[inline]
     pub(super) fn now() -> Reading {
-        let t = clock_gettime(ClockId::MonotonicCoarse);
+        nanos(ClockId::MonotonicCoarse)
+    }
+
+    /// `CLOCK_MONOTONIC`: the coarse clock's own timebase, read at full resolution.
+    #[inline]
+    pub(super) fn precise_now() -> Reading {
+        nanos(ClockId::Monotonic)
+    }
+
+    #[inline]
+    fn nanos(clock: ClockId) -> Reading {
+        let t = clock_gettime(clock);
         // A monotonic clock is never negative.
         (t.tv_sec as u64)
             .wrapping_mul(1_000_000_000)
@@ -78,13 +108,21 @@ mod coarse {
                 last = reading;
             }
             // The coarse clock is the monotonic one, updated once per kernel tick (at most
-            // 10 ms on any configuration Linux ships).
+            // 10 ms on any configuration Linux ships): one timebase for both readings.
             let coarse = now();
-            let t = clock_gettime(ClockId::Monotonic);
-            let precise = (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64;
+            let precise = precise_now();
             let gap = Duration::from_nanos(precise.abs_diff(coarse));
             assert!(gap <= Duration::from_millis(10), "{gap:?}");
             assert_eq!(between(5, 3), Duration::ZERO);
+        }
+
+        #[test]
+        fn precise_readings_resolve_microseconds() {
+            // Ten thousand readings in a row cover far less than one kernel tick; the
+            // precise clock tells most of them apart, the coarse one almost none.
+            let precise: Vec<_> = (0..10_000).map(|_| precise_now()).collect();
+            let distinct = precise.windows(2).filter(|w| w[1] > w[0]).count();
+            assert!(distinct > 100, "{distinct} distinct precise readings");
         }
     }
 }
@@ -103,6 +141,11 @@ mod precise {
 
     #[inline]
     pub(super) fn now() -> Reading {
+        tokio::time::Instant::now()
+    }
+
+    #[inline]
+    pub(super) fn precise_now() -> Reading {
         tokio::time::Instant::now()
     }
 

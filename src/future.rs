@@ -52,17 +52,19 @@ pub(crate) struct State<K, C> {
     credentials: Credentials,
     origin: Origin,
     start: Stamp,
+    /// The sink asked for precise latencies: the end is read from the same clock.
+    precise: bool,
     pass_through_auth: bool,
 }
 
 impl<K, C> State<K, C> {
     #[inline]
     pub(crate) fn exchange(&self) -> Exchange<'_, K, C> {
-        let ended = clock::now();
+        let ended = clock::read(self.precise);
         Exchange {
             sink: &self.sink,
             classifier: &self.classifier,
-            credentials: self.credentials,
+            credentials: Some(self.credentials),
             origin: self.origin,
             latency: ended.since(self.start),
             ended,
@@ -71,13 +73,16 @@ impl<K, C> State<K, C> {
 }
 
 impl<F, K: HealthSink, C, M> ResponseFuture<F, K, C, M> {
+    /// `start` is the clock reading before the inner call, and whether it came from the
+    /// precise clock.
+    #[inline]
     pub(crate) fn new(
         inner: F,
         sink: K,
         classifier: C,
         credentials: Credentials,
         origin: Origin,
-        start: Stamp,
+        (start, precise): (Stamp, bool),
         pass_through_auth: bool,
     ) -> Self {
         ResponseFuture {
@@ -88,6 +93,7 @@ impl<F, K: HealthSink, C, M> ResponseFuture<F, K, C, M> {
                 credentials,
                 origin,
                 start,
+                precise,
                 pass_through_auth,
             }),
             mode: PhantomData,
@@ -158,7 +164,9 @@ where
 pub(crate) struct Exchange<'a, K, C> {
     pub(crate) sink: &'a K,
     pub(crate) classifier: &'a C,
-    pub(crate) credentials: Credentials,
+    /// What the request carried; `None` for a readiness error, which has no request:
+    /// then an auth error says for itself whether credentials were sent.
+    pub(crate) credentials: Option<Credentials>,
     pub(crate) origin: Origin,
     pub(crate) latency: Duration,
     pub(crate) ended: Stamp,
@@ -173,8 +181,13 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
         outcome: &'o Outcome,
         tls_failure: Option<TlsFailure>,
     ) -> ExchangeReport<'o> {
+        let credentials = match (self.credentials, outcome) {
+            (Some(credentials), _) => credentials,
+            (None, Outcome::Auth(auth)) if auth.credentials_sent() => Credentials::Sent,
+            (None, _) => Credentials::NotSent,
+        };
         ExchangeReport::new(outcome)
-            .credentials(self.credentials)
+            .credentials(credentials)
             .origin(self.origin)
             .latency(self.latency)
             .tls_failure(tls_failure)
@@ -208,11 +221,12 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
         })
     }
 
-    /// Marks the outcome's auth error with the request's credentials flag.
+    /// Marks an auth error as sent with credentials when the request carried them. An
+    /// error that says so itself (from an auth layer further in) keeps saying so.
     #[inline]
     fn mark_credentials(&self, outcome: &mut Outcome) {
-        if let Outcome::Auth(auth) = outcome {
-            auth.set_credentials_sent(self.credentials.is_sent());
+        if let (Outcome::Auth(auth), Some(Credentials::Sent)) = (outcome, self.credentials) {
+            auth.set_credentials_sent(true);
         }
     }
 

@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use crate::body::{ClassifyBody, HeadOnly};
 use crate::classify::DefaultClassifier;
 use crate::service::HealthClassify;
+use crate::verdict::Origin;
 
 /// Wraps a backend service in [`HealthClassify`]: classify every exchange, report it to
 /// the sink, and turn auth failures and transport errors into typed [`BackendError`]s.
@@ -61,6 +62,8 @@ pub struct HealthClassifyLayer<K, C = DefaultClassifier, M = HeadOnly> {
     classifier: C,
     credential_headers: Arc<[HeaderName]>,
     pass_through_auth: bool,
+    /// Whose failure a readiness error is: a caller's, unless the prober built the layer.
+    readiness_origin: Origin,
     mode: PhantomData<fn() -> M>,
 }
 
@@ -72,6 +75,7 @@ impl<K: Clone, C: Clone, M> Clone for HealthClassifyLayer<K, C, M> {
             classifier: self.classifier.clone(),
             credential_headers: self.credential_headers.clone(),
             pass_through_auth: self.pass_through_auth,
+            readiness_origin: self.readiness_origin,
             mode: PhantomData,
         }
     }
@@ -86,6 +90,7 @@ impl<K> HealthClassifyLayer<K> {
             classifier: DefaultClassifier,
             credential_headers: Arc::from([]),
             pass_through_auth: false,
+            readiness_origin: Origin::Traffic,
             mode: PhantomData,
         }
     }
@@ -99,6 +104,7 @@ impl<K, C, M> HealthClassifyLayer<K, C, M> {
             classifier,
             credential_headers: self.credential_headers,
             pass_through_auth: self.pass_through_auth,
+            readiness_origin: self.readiness_origin,
             mode: PhantomData,
         }
     }
@@ -118,6 +124,7 @@ impl<K, C, M> HealthClassifyLayer<K, C, M> {
             classifier: self.classifier,
             credential_headers: self.credential_headers,
             pass_through_auth: self.pass_through_auth,
+            readiness_origin: self.readiness_origin,
             mode: PhantomData,
         }
     }
@@ -139,6 +146,14 @@ impl<K, C, M> HealthClassifyLayer<K, C, M> {
         self.pass_through_auth = true;
         self
     }
+
+    /// For the prober's own layer: a readiness error of its service is the probe's
+    /// failure (there is no request yet to carry the [`Probe`](crate::Probe) extension).
+    #[cfg(feature = "probe")]
+    pub(crate) fn for_probes(mut self) -> Self {
+        self.readiness_origin = Origin::Probe;
+        self
+    }
 }
 
 impl<S, K: Clone, C: Clone, M> Layer<S> for HealthClassifyLayer<K, C, M> {
@@ -151,6 +166,7 @@ impl<S, K: Clone, C: Clone, M> Layer<S> for HealthClassifyLayer<K, C, M> {
             self.classifier.clone(),
             self.credential_headers.clone(),
             self.pass_through_auth,
+            self.readiness_origin,
         )
     }
 }

@@ -295,8 +295,8 @@ pub use crate::layer::HealthClassifyLayer;
 pub use crate::probe::{Prober, ProberBuilder};
 #[cfg(feature = "registry")]
 pub use crate::registry::{
-    BackendHandle, BackendHealth, HealthRegistry, Phase, Policy, Snapshot, Summary, Transition,
-    Transitions,
+    BackendHandle, BackendHealth, Evidence, HealthRegistry, Phase, Policy, PolicyError, Snapshot,
+    Summary, Transition, Transitions,
 };
 #[cfg(feature = "retry")]
 pub use crate::retry::{RetryDelay, RetryPolicy};

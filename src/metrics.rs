@@ -37,7 +37,7 @@
 //!
 //! # Series exist from registration
 //!
-//! Every series a backend can produce (5 status gauges, 16 possible transitions, the 26
+//! Every series a backend can produce (5 status gauges, 16 possible transitions, the 28
 //! outcome and reason pairs the verdict table can yield, and the histogram) is resolved
 //! once, when the backend is registered, and starts at zero. Two things follow:
 //!
@@ -130,24 +130,26 @@ const STATUSES: [HealthStatus; 5] = [
 use crate::registry::machine::TRANSPORT_KINDS;
 
 /// What [`verdict`](crate::verdict) can answer to a 401 (in this order)...
-const UNAUTHORIZED_REASONS: [Reason; 4] = [
+const UNAUTHORIZED_REASONS: [Reason; 5] = [
     Reason::NoAuthConfigured,
     Reason::ExpectedChallenge,
     Reason::CredentialsRejected,
     Reason::UserCredentialsRejected,
+    Reason::RequestDenied,
 ];
 
 /// ... and to a 403: `insufficient_scope` too.
-const FORBIDDEN_REASONS: [Reason; 5] = [
+const FORBIDDEN_REASONS: [Reason; 6] = [
     Reason::NoAuthConfigured,
     Reason::ExpectedChallenge,
     Reason::CredentialsRejected,
     Reason::InsufficientScope,
     Reason::UserCredentialsRejected,
+    Reason::RequestDenied,
 ];
 
 /// Every (outcome, reason) pair the verdict table can yield, indexed by [`report_slot`].
-const REPORT_KINDS: [(&str, Reason); 26] = [
+const REPORT_KINDS: [(&str, Reason); 28] = [
     ("success", Reason::Ok),
     ("success", Reason::Slow),
     ("client_error", Reason::Ok),
@@ -156,11 +158,13 @@ const REPORT_KINDS: [(&str, Reason); 26] = [
     ("unauthorized", UNAUTHORIZED_REASONS[1]),
     ("unauthorized", UNAUTHORIZED_REASONS[2]),
     ("unauthorized", UNAUTHORIZED_REASONS[3]),
+    ("unauthorized", UNAUTHORIZED_REASONS[4]),
     ("forbidden", FORBIDDEN_REASONS[0]),
     ("forbidden", FORBIDDEN_REASONS[1]),
     ("forbidden", FORBIDDEN_REASONS[2]),
     ("forbidden", FORBIDDEN_REASONS[3]),
     ("forbidden", FORBIDDEN_REASONS[4]),
+    ("forbidden", FORBIDDEN_REASONS[5]),
     ("proxy_authentication_required", Reason::ProxyAuthRequired),
     ("throttled", Reason::Throttled),
     ("server_error", Reason::ServerError),
@@ -197,15 +201,15 @@ fn report_slot(outcome: &Outcome, reason: Reason) -> Option<usize> {
         (Outcome::ClientError(_), Reason::Ok) => 2,
         (Outcome::ClientError(_), Reason::UnexpectedStatus) => 3,
         (Outcome::Auth(AuthError::Unauthorized { .. }), _) => 4 + position(&UNAUTHORIZED_REASONS)?,
-        (Outcome::Auth(AuthError::Forbidden { .. }), _) => 8 + position(&FORBIDDEN_REASONS)?,
+        (Outcome::Auth(AuthError::Forbidden { .. }), _) => 9 + position(&FORBIDDEN_REASONS)?,
         (
             Outcome::Auth(AuthError::ProxyAuthenticationRequired { .. }),
             Reason::ProxyAuthRequired,
-        ) => 13,
-        (Outcome::Throttled { .. }, Reason::Throttled) => 14,
-        (Outcome::ServerError(_), Reason::ServerError) => 15,
+        ) => 15,
+        (Outcome::Throttled { .. }, Reason::Throttled) => 16,
+        (Outcome::ServerError(_), Reason::ServerError) => 17,
         (Outcome::Transport(_), Reason::Transport(kind)) => {
-            16 + TRANSPORT_KINDS.iter().position(|k| *k == kind)?
+            18 + TRANSPORT_KINDS.iter().position(|k| *k == kind)?
         }
         _ => return None,
     })
@@ -219,7 +223,7 @@ pub(crate) struct BackendMetrics {
     /// Indexed by [`transition_slot`]; a no-op handle where `from == to`.
     transitions: [Counter; 20],
     /// Indexed by [`report_slot`].
-    reports: [Counter; 26],
+    reports: [Counter; 28],
     latency: Histogram,
 }
 

@@ -91,6 +91,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 #[must_use = "dropping the prober stops the probes"]
 pub struct Prober {
+    registry: HealthRegistry,
     /// Dropped or sent: the supervisor stops every task and ends.
     stop: oneshot::Sender<()>,
     supervisor: JoinHandle<()>,
@@ -109,6 +110,25 @@ impl Prober {
             jitter: DEFAULT_JITTER,
             timeout: DEFAULT_TIMEOUT,
             credential_headers: Vec::new(),
+        }
+    }
+
+    /// Probes backend `name` now instead of at its next turn: at once, or a tenth of the
+    /// interval after its previous probe began if that is later. Requests made while a
+    /// probe is running or due come to one probe. Returns `false` if the registry has no
+    /// backend of that name.
+    ///
+    /// The registry asks for this by itself when a caller's request gets a 401 or 403
+    /// that a probe would be judged Bad for (reason `request_denied`, at most once a
+    /// second per backend): the caller's answer never counts against the backend, and
+    /// the probe, which carries the gateway's own credentials, decides.
+    pub fn probe_now(&self, name: &str) -> bool {
+        match self.registry.handle(name) {
+            Some(handle) => {
+                handle.backend.probe_now.notify_one();
+                true
+            }
+            None => false,
         }
     }
 
@@ -235,11 +255,12 @@ impl ProberBuilder {
             credential_headers: self.credential_headers,
         });
         let supervisor = Supervisor {
-            registry: self.registry,
+            registry: self.registry.clone(),
             config,
             tasks: HashMap::new(),
         };
         Prober {
+            registry: self.registry,
             stop,
             supervisor: tokio::spawn(supervisor.run(stopped)),
             interval: self.interval,
@@ -368,7 +389,9 @@ async fn probe_backend<F, S, B, RB>(
     S::Error: Into<BoxError>,
 {
     let layer = config.credential_headers.iter().cloned().fold(
-        HealthClassifyLayer::new(handle.clone()).pass_through_auth(),
+        HealthClassifyLayer::new(handle.clone())
+            .pass_through_auth()
+            .for_probes(),
         HealthClassifyLayer::credential_header,
     );
     loop {
@@ -380,7 +403,15 @@ async fn probe_backend<F, S, B, RB>(
         // the probe runs, so a sleeping backend's task holds little more than its timer.
         Box::pin(probe_once(&handle, &layer, &config)).await;
         let wait = jitter.next(config.interval);
-        tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait.saturating_sub(started.elapsed())) => {}
+            // Asked for a probe now: sent at once, but never sooner than a tenth of the
+            // interval after this probe began.
+            () = handle.backend.probe_now.notified() => {
+                let earliest = started.checked_add(config.interval / 10).unwrap_or(started);
+                tokio::time::sleep_until(earliest).await;
+            }
+        }
     }
 }
 

@@ -42,6 +42,7 @@ pub struct HealthClassify<S, K, C, M = HeadOnly> {
     classifier: C,
     credential_headers: Arc<[HeaderName]>,
     pass_through_auth: bool,
+    readiness_origin: Origin,
     mode: PhantomData<fn() -> M>,
 }
 
@@ -54,6 +55,7 @@ impl<S: Clone, K: Clone, C: Clone, M> Clone for HealthClassify<S, K, C, M> {
             classifier: self.classifier.clone(),
             credential_headers: self.credential_headers.clone(),
             pass_through_auth: self.pass_through_auth,
+            readiness_origin: self.readiness_origin,
             mode: PhantomData,
         }
     }
@@ -66,6 +68,7 @@ impl<S, K, C, M> HealthClassify<S, K, C, M> {
         classifier: C,
         credential_headers: Arc<[HeaderName]>,
         pass_through_auth: bool,
+        readiness_origin: Origin,
     ) -> Self {
         HealthClassify {
             inner,
@@ -73,6 +76,7 @@ impl<S, K, C, M> HealthClassify<S, K, C, M> {
             classifier,
             credential_headers,
             pass_through_auth,
+            readiness_origin,
             mode: PhantomData,
         }
     }
@@ -115,12 +119,13 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(error)) => {
-                // No request yet: nothing was sent, and it was nobody's probe.
+                // No request yet: only the error can tell whether credentials went out
+                // (an auth layer that fetches a token while getting ready, say).
                 let exchange = Exchange {
                     sink: &self.sink,
                     classifier: &self.classifier,
-                    credentials: Credentials::NotSent,
-                    origin: Origin::Traffic,
+                    credentials: None,
+                    origin: self.readiness_origin,
                     latency: Duration::ZERO,
                     ended: crate::clock::now(),
                 };
@@ -136,7 +141,8 @@ where
     {
         let credentials = Credentials::of(&request, &self.credential_headers);
         let origin = Origin::of(&request);
-        let start = crate::clock::now();
+        let precise = self.sink.precise_latency();
+        let start = crate::clock::read(precise);
         let future = self.inner.call(request);
         ResponseFuture::new(
             future,
@@ -144,7 +150,7 @@ where
             self.classifier.clone(),
             credentials,
             origin,
-            start,
+            (start, precise),
             self.pass_through_auth,
         )
     }

@@ -44,8 +44,9 @@ pub struct HealthReport<'a> {
     pub credentials: Credentials,
     /// Whether the request was a probe.
     pub origin: Origin,
-    /// From the call to the response or error (or to the drop, for `Cancelled`). Read
-    /// from a coarse clock unless feature `precise-clock` is on: see the crate docs.
+    /// From the call to the response or error (or to the drop, for `Cancelled`). To the
+    /// microsecond when the sink asks for [`precise_latency`](HealthSink::precise_latency),
+    /// else from a coarse clock (one kernel tick, 1 to 10 ms): see the crate docs.
     pub latency: Duration,
     /// Why the TLS handshake failed: `Some` exactly when `outcome` is
     /// `Transport(Tls)` ([`TlsFailure::Other`] when no cause was recognised).
@@ -251,9 +252,26 @@ pub trait HealthSink: Send + Sync {
         DEFAULT_SLOW_THRESHOLD
     }
 
+    /// Whether this sink needs latencies to the microsecond (it records them, or judges
+    /// them against a threshold close to the coarse clock's tick).
+    ///
+    /// The layer then reads a precise clock at the start and the end of each exchange
+    /// (about 21 ns a reading on Linux) instead of a coarse one (about 2 ns, and one
+    /// kernel tick of resolution, 1 to 10 ms). The default asks for it when
+    /// [`slow_threshold`](Self::slow_threshold) is under one second, where a tick is
+    /// more than 1% of the threshold.
+    #[inline]
+    fn precise_latency(&self) -> bool {
+        self.slow_threshold() < PRECISE_BELOW
+    }
+
     /// Takes one report.
     fn report(&self, report: &HealthReport<'_>);
 }
+
+/// Slow thresholds under this one need precise latencies: a coarse tick (up to 10 ms) is
+/// then more than 1% of the threshold.
+pub(crate) const PRECISE_BELOW: Duration = Duration::from_secs(1);
 
 /// Discards every report; judges with [`AuthStrategy::Unauthenticated`]. Useful to get
 /// the typed errors alone.
@@ -280,6 +298,11 @@ impl<T: HealthSink + ?Sized> HealthSink for &T {
     }
 
     #[inline]
+    fn precise_latency(&self) -> bool {
+        (**self).precise_latency()
+    }
+
+    #[inline]
     fn report(&self, report: &HealthReport<'_>) {
         (**self).report(report)
     }
@@ -292,6 +315,10 @@ impl<T: HealthSink + ?Sized> HealthSink for Arc<T> {
 
     fn slow_threshold(&self) -> Duration {
         (**self).slow_threshold()
+    }
+
+    fn precise_latency(&self) -> bool {
+        (**self).precise_latency()
     }
 
     fn report(&self, report: &HealthReport<'_>) {
@@ -308,6 +335,10 @@ impl<T: HealthSink + ?Sized> HealthSink for Box<T> {
         (**self).slow_threshold()
     }
 
+    fn precise_latency(&self) -> bool {
+        (**self).precise_latency()
+    }
+
     fn report(&self, report: &HealthReport<'_>) {
         (**self).report(report)
     }
@@ -322,6 +353,11 @@ impl<A: HealthSink, B: HealthSink> HealthSink for (A, B) {
 
     fn slow_threshold(&self) -> Duration {
         self.0.slow_threshold()
+    }
+
+    /// Either sink's need: a precise latency serves both.
+    fn precise_latency(&self) -> bool {
+        self.0.precise_latency() || self.1.precise_latency()
     }
 
     fn report(&self, report: &HealthReport<'_>) {
@@ -414,6 +450,11 @@ impl LogSink {
 impl HealthSink for LogSink {
     fn strategy(&self) -> AuthStrategy {
         self.strategy.clone()
+    }
+
+    /// Yes: it logs every latency.
+    fn precise_latency(&self) -> bool {
+        true
     }
 
     fn report(&self, report: &HealthReport<'_>) {

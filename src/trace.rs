@@ -43,7 +43,8 @@ use crate::verdict::{verdict, AuthStrategy, Credentials, HealthStatus, Origin, V
 /// | 2xx, 3xx; 4xx on traffic | no |
 /// | 401/403 without credentials, strategy configured (`expected_challenge`) | no |
 /// | 401/403 rejecting a user's forwarded token (`user_credentials_rejected`) | no |
-/// | 401/403 under `Unauthenticated`, or rejecting the gateway's own credentials | yes |
+/// | 401/403 to a caller's request that a probe would be judged Bad for (`request_denied`) | no |
+/// | 401/403 to a probe under `Unauthenticated`, or rejecting the gateway's own credentials | yes |
 /// | 407, 408, 429, 5xx; 4xx on a probe | yes |
 /// | any error (refused, timeout, reset, ...) | yes, always (see below) |
 /// | a response body that fails after a good response | yes |
@@ -114,9 +115,12 @@ use crate::verdict::{verdict, AuthStrategy, Credentials, HealthStatus, Origin, V
 /// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 /// assert!(failures.lock().unwrap().is_empty());
 ///
-/// // Without a strategy the same answer means the gateway lacks credentials.
+/// // Without a strategy the same answer to a probe means the gateway lacks credentials.
+/// // (A caller's 401 never counts against the backend: it is `request_denied`.)
 /// assert!(registry.set_strategy("github", AuthStrategy::Unauthenticated));
-/// service.oneshot(Request::new(String::new())).await.unwrap();
+/// let mut probe = Request::new(String::new());
+/// probe.extensions_mut().insert(tower_health_classify::Probe);
+/// service.oneshot(probe).await.unwrap();
 /// let failures = failures.lock().unwrap();
 /// assert_eq!(failures[0].verdict.unwrap().reason.as_str(), "no_auth_configured");
 /// # }
@@ -209,10 +213,14 @@ where
 /// use tower_health_classify::{AuthStrategy, NotHealthyAsFailures, Reason};
 ///
 /// let make = NotHealthyAsFailures::with_strategy(AuthStrategy::HeaderInjection);
-/// let request = Request::builder().header("authorization", "Bearer k").body(()).unwrap();
+/// let request = Request::builder()
+///     .header("authorization", "Bearer k")
+///     .extension(tower_health_classify::Probe)
+///     .body(())
+///     .unwrap();
 /// let classify = make.make_classifier(&request);
 ///
-/// // The gateway's own key was rejected: a failure.
+/// // A probe's own key was rejected: a failure.
 /// let response = Response::builder().status(StatusCode::UNAUTHORIZED).body(()).unwrap();
 /// let ClassifiedResponse::Ready(Err(failure)) = classify.classify_response(&response) else {
 ///     panic!("a rejected gateway key is a failure");

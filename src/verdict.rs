@@ -268,6 +268,10 @@ pub enum Reason {
     UnexpectedStatus,
     /// A 5xx answer.
     ServerError,
+    /// 401/403 to a caller's request that a probe would be judged Bad for. The caller
+    /// chose the path, the method and (for forwarded tokens) the token, so the answer
+    /// never counts against the backend; it asks for a probe, which decides.
+    RequestDenied,
     /// No complete response.
     Transport(TransportKind),
 }
@@ -288,6 +292,7 @@ impl Reason {
             Reason::Throttled => "throttled",
             Reason::UnexpectedStatus => "unexpected_status",
             Reason::ServerError => "server_error",
+            Reason::RequestDenied => "request_denied",
             Reason::Transport(kind) => kind.as_str(),
         }
     }
@@ -388,29 +393,19 @@ pub fn verdict(
     latency: Duration,
     slow_threshold: Duration,
 ) -> Option<Verdict> {
-    use HealthStatus::{Degraded, Healthy, Unauthenticated, Unhealthy};
+    use HealthStatus::{Degraded, Healthy, Unhealthy};
     let v = match outcome {
         Outcome::Success(_) if latency > slow_threshold => Verdict::new(Degraded, Reason::Slow),
         Outcome::Success(_) => Verdict::new(Healthy, Reason::Ok),
         Outcome::Auth(AuthError::ProxyAuthenticationRequired { .. }) => {
             Verdict::new(Unhealthy, Reason::ProxyAuthRequired)
         }
-        Outcome::Auth(auth) => match (strategy.owner(), credentials) {
-            (None, _) => Verdict::new(Unauthenticated, Reason::NoAuthConfigured),
-            (Some(_), Credentials::NotSent) => Verdict::new(Healthy, Reason::ExpectedChallenge),
-            (Some(CredentialOwner::User), Credentials::Sent) => {
-                Verdict::new(Healthy, Reason::UserCredentialsRejected)
+        Outcome::Auth(auth) => match auth_verdict(auth, strategy, credentials) {
+            // What a caller controls never counts against the backend (DESIGN §9.3).
+            v if v.is_bad() && origin == Origin::Traffic => {
+                Verdict::new(Healthy, Reason::RequestDenied)
             }
-            (Some(CredentialOwner::Gateway), Credentials::Sent) => {
-                let scope = matches!(auth, AuthError::Forbidden { .. })
-                    && auth.bearer_error() == Some(BearerError::InsufficientScope);
-                let reason = if scope {
-                    Reason::InsufficientScope
-                } else {
-                    Reason::CredentialsRejected
-                };
-                Verdict::new(Unauthenticated, reason)
-            }
+            v => v,
         },
         Outcome::Throttled { .. } => Verdict::new(Degraded, Reason::Throttled),
         Outcome::ClientError(_) => match origin {
@@ -422,6 +417,30 @@ pub fn verdict(
         Outcome::Cancelled | Outcome::Local(_) => return None,
     };
     Some(v)
+}
+
+/// A 401 or 403 as a probe's answer: judged by who owns the credentials and whether the
+/// request carried them.
+#[inline]
+fn auth_verdict(auth: &AuthError, strategy: &AuthStrategy, credentials: Credentials) -> Verdict {
+    use HealthStatus::{Healthy, Unauthenticated};
+    match (strategy.owner(), credentials) {
+        (None, _) => Verdict::new(Unauthenticated, Reason::NoAuthConfigured),
+        (Some(_), Credentials::NotSent) => Verdict::new(Healthy, Reason::ExpectedChallenge),
+        (Some(CredentialOwner::User), Credentials::Sent) => {
+            Verdict::new(Healthy, Reason::UserCredentialsRejected)
+        }
+        (Some(CredentialOwner::Gateway), Credentials::Sent) => {
+            let scope = matches!(auth, AuthError::Forbidden { .. })
+                && auth.bearer_error() == Some(BearerError::InsufficientScope);
+            let reason = if scope {
+                Reason::InsufficientScope
+            } else {
+                Reason::CredentialsRejected
+            };
+            Verdict::new(Unauthenticated, reason)
+        }
+    }
 }
 
 /// Serialized as their snake_case names (`upstream_inject`, `healthy`, `expected_challenge`,
@@ -527,6 +546,7 @@ mod tests {
         let rejected = Some((Unauthenticated, Reason::CredentialsRejected));
         let user = Some((Healthy, Reason::UserCredentialsRejected));
         let scope = Some((Unauthenticated, Reason::InsufficientScope));
+        let denied = Some((Healthy, Reason::RequestDenied));
         vec![
             Row {
                 name: "success within the slow threshold is healthy",
@@ -564,7 +584,7 @@ mod tests {
                 name: "403 without credentials: expected unless no strategy",
                 outcome: response(403, None),
                 credentials: NotSent,
-                origin: Origin::Traffic,
+                origin: Origin::Probe,
                 latency: FAST,
                 expected: [no_auth, expected, expected, expected, expected, expected],
             },
@@ -572,7 +592,7 @@ mod tests {
                 name: "401 with credentials: gateway's rejected, user's the user's problem",
                 outcome: response(401, bearer_invalid),
                 credentials: Sent,
-                origin: Origin::Traffic,
+                origin: Origin::Probe,
                 latency: FAST,
                 expected: [no_auth, rejected, rejected, user, rejected, user],
             },
@@ -588,9 +608,34 @@ mod tests {
                 name: "401 insufficient_scope is not a scope problem (only 403 is)",
                 outcome: response(401, bearer_scope),
                 credentials: Sent,
-                origin: Origin::Traffic,
+                origin: Origin::Probe,
                 latency: FAST,
                 expected: [no_auth, rejected, rejected, user, rejected, user],
+            },
+            Row {
+                name:
+                    "401 on traffic with the gateway's credentials is the caller's request, not Bad",
+                outcome: response(401, bearer_invalid),
+                credentials: Sent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: [denied, denied, denied, user, denied, user],
+            },
+            Row {
+                name: "403 insufficient_scope on traffic never counts against the backend",
+                outcome: response(403, bearer_scope),
+                credentials: Sent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: [denied, denied, denied, user, denied, user],
+            },
+            Row {
+                name: "401 on traffic without credentials: expected, or denied without a strategy",
+                outcome: response(401, None),
+                credentials: NotSent,
+                origin: Origin::Traffic,
+                latency: FAST,
+                expected: [denied, expected, expected, expected, expected, expected],
             },
             Row {
                 name: "407 blames the proxy whatever the strategy or credentials",

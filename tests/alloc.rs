@@ -217,3 +217,52 @@ fn the_401_path_allocates_only_for_the_challenge_and_the_extension() {
     );
     assert_eq!(registry.status("oauth").unwrap().as_str(), "healthy");
 }
+
+fn unavailable(_req: Request<()>) -> Ready<Result<Response<()>, std::io::Error>> {
+    ready(Err(std::io::Error::from(
+        std::io::ErrorKind::ConnectionRefused,
+    )))
+}
+
+fn probe() -> Request<()> {
+    let mut request = Request::new(());
+    request
+        .extensions_mut()
+        .insert(tower_health_classify::Probe);
+    request
+}
+
+/// During an outage every report is a failure, and none may allocate (once the error
+/// itself is built): the registry keeps the last error as a code, not as a string.
+#[test]
+fn failures_on_an_unhealthy_backend_allocate_nothing_in_the_registry() {
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("down", AuthStrategy::Unauthenticated);
+    let mut bare = HealthClassifyLayer::new(()).layer(service_fn(unavailable));
+    let mut registered = HealthClassifyLayer::new(handle).layer(service_fn(unavailable));
+    for make in [Request::new as fn(()) -> Request<()>, |()| probe()] {
+        let floor = per_request(&mut bare, || make(()), 200);
+        let with_registry = per_request(&mut registered, || make(()), 200);
+        assert_eq!(
+            with_registry, floor,
+            "the registry adds nothing to the error's own"
+        );
+    }
+    assert_eq!(registry.status("down").unwrap().as_str(), "unhealthy");
+}
+
+/// A Degraded backend's Good traffic leaves the hot path (it is judged against what
+/// probes and the window say), and still allocates nothing.
+#[test]
+fn successes_on_a_degraded_backend_allocate_nothing() {
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("slowish", AuthStrategy::Unauthenticated);
+    let mut failing = HealthClassifyLayer::new(handle.clone()).layer(service_fn(unavailable));
+    for _ in 0..2 {
+        let _ = call(&mut failing, probe());
+    }
+    let mut service = HealthClassifyLayer::new(handle).layer(service_fn(ok));
+    assert_eq!(per_request(&mut service, || Request::new(()), 1_000), 0);
+    // Probes made it Degraded; traffic that succeeds cannot overrule them.
+    assert_eq!(registry.status("slowish").unwrap().as_str(), "degraded");
+}

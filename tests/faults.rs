@@ -471,6 +471,10 @@ async fn a_401_without_a_challenge_is_unauthorized_judged_per_strategy() {
         let what = format!("{strategy:?}, credentials sent: {sent}");
         let recorder = Recorder::new(strategy);
         let mut request = get(addr);
+        // A probe's 401: on traffic, a 401 is never held against the backend.
+        request
+            .extensions_mut()
+            .insert(tower_health_classify::Probe);
         if sent {
             request.extensions_mut().insert(Credentials::Sent);
         }

@@ -422,7 +422,8 @@ async fn works_under_concurrency_limit_and_timeout() {
     assert_eq!(
         verdicts,
         vec![
-            verdict(HealthStatus::Unauthenticated, Reason::NoAuthConfigured),
+            // A caller's 401 where the gateway has no credentials: not held against it.
+            verdict(HealthStatus::Healthy, Reason::RequestDenied),
             verdict(HealthStatus::Healthy, Reason::Ok),
         ]
     );
@@ -570,11 +571,15 @@ async fn request_marks_set_credentials_and_origin() {
             case.credentials.is_sent(),
             "{name}: AuthError::credentials_sent"
         );
-        let want_verdict = match case.credentials {
-            Credentials::Sent => {
+        let want_verdict = match (case.credentials, case.origin) {
+            (Credentials::Sent, Origin::Probe) => {
                 verdict(HealthStatus::Unauthenticated, Reason::CredentialsRejected)
             }
-            Credentials::NotSent => verdict(HealthStatus::Healthy, Reason::ExpectedChallenge),
+            // A caller's request: never held against the backend.
+            (Credentials::Sent, Origin::Traffic) => {
+                verdict(HealthStatus::Healthy, Reason::RequestDenied)
+            }
+            (Credentials::NotSent, _) => verdict(HealthStatus::Healthy, Reason::ExpectedChallenge),
         };
         let reports = recorder.reports();
         assert_eq!(reports.len(), 1, "{name}: one report");
@@ -592,7 +597,10 @@ async fn strategy_is_read_on_every_report() {
     for strategy in [AuthStrategy::UpstreamInject, AuthStrategy::Unauthenticated] {
         recorder.set_strategy(strategy);
         assert_ready_ok!(service.poll_ready());
-        let mut future = task::spawn(service.call(request()));
+        // A probe: its 401 is judged by the strategy alone.
+        let mut probe = request();
+        probe.extensions_mut().insert(Probe);
+        let mut future = task::spawn(service.call(probe));
         let (_request, send) = assert_ready!(handle.poll_request()).unwrap();
         send.send_response(unauthorized());
         assert_ready_err!(future.poll());

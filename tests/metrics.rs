@@ -152,8 +152,10 @@ async fn drive(handle: BackendHandle, script: &[Step]) {
         .layer(HealthClassifyLayer::new(handle))
         .service(backend);
     for _ in script {
+        // Probes: judged by counts in a row, so that a short script moves the status.
         let request = Request::builder()
             .header("authorization", "Bearer sekrit-token")
+            .extension(tower_health_classify::Probe)
             .body(())
             .unwrap();
         // Errors are the point of some steps; the metrics are what is checked.

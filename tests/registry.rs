@@ -3,8 +3,6 @@
 #![cfg(feature = "registry")]
 
 use std::convert::Infallible;
-use std::io;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{header, Request, Response, StatusCode};
@@ -15,42 +13,10 @@ use tower_health_classify::{
     HealthSink, HealthStatus, LocalKind, Origin, Outcome, Phase, Policy, Probe, TransportKind,
 };
 
-/// What a `tracing` subscriber wrote, one entry per line.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+#[path = "support/logs.rs"]
+mod logs;
 
-impl io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// Captures every event at DEBUG and above on this thread until the guard drops.
-    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-
-    fn count(&self, level: &str) -> usize {
-        let needle = format!(" {level} ");
-        self.text().lines().filter(|l| l.contains(&needle)).count()
-    }
-}
+use logs::Logs;
 
 fn respond(status: StatusCode) -> Response<()> {
     let mut response = Response::new(());
@@ -87,7 +53,7 @@ fn report(handle: &BackendHandle, outcome: &Outcome, credentials: Credentials) {
 
 #[tokio::test(start_paused = true)]
 async fn a_day_of_failures_every_30s_logs_a_few_dozen_warnings() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
     let registry = HealthRegistry::new(Policy::default());
     let handle = registry.register("flaky", AuthStrategy::Unauthenticated);
     for _ in 0..2_880 {
@@ -117,7 +83,7 @@ async fn a_day_of_failures_every_30s_logs_a_few_dozen_warnings() {
 
 #[tokio::test(start_paused = true)]
 async fn a_day_of_challenges_to_an_upstream_inject_backend_logs_no_warning() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
     let registry = HealthRegistry::new(Policy::default());
     let handle = registry.register("github", AuthStrategy::UpstreamInject);
     for _ in 0..2_880 {
@@ -171,7 +137,7 @@ async fn transitions_are_published_once_each() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelled_and_local_outcomes_touch_no_counter() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
     let registry = HealthRegistry::new(Policy::default());
     let handle = registry.register("api", AuthStrategy::Unauthenticated);
     report(

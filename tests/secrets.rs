@@ -123,11 +123,13 @@ fn request(path: &str, userinfo: bool) -> Request<()> {
     } else {
         "backend.example".to_owned()
     };
+    // Probes: their rejected keys go Unauthenticated and reach the reminders too.
     Request::get(format!(
         "http://{authority}{path}?access_token={QUERY_TOKEN}"
     ))
     .header(header::AUTHORIZATION, AUTHORIZATION)
     .header(x_api_key(), API_KEY)
+    .extension(tower_health_classify::Probe)
     .body(())
     .unwrap()
 }
@@ -412,11 +414,14 @@ fn secrets_never_leak() {
     );
     assert!(produced.shown.iter().any(|(w, _)| w == "transition"));
     assert!(produced.shown.iter().any(|(w, _)| w == "error"));
+    // `last_error` is built from codes alone: a token a backend echoes in its
+    // `error_description` never reaches the snapshot.
+    assert!(!produced.last_errors.is_empty());
     assert!(
         produced
             .last_errors
             .iter()
-            .any(|e| e.contains(DESCRIPTION_TOKEN)),
+            .all(|e| !e.contains(DESCRIPTION_TOKEN)),
         "the backend's description reached last_error: {:?}",
         produced.last_errors
     );
@@ -442,19 +447,17 @@ fn secrets_never_leak() {
             assert!(!text.contains(secret), "{secret} in {what}: {text}");
         }
     }
-    // The backend's: never shown (logs, transitions, snapshot, labels, Display), except
-    // the description in the snapshot's `last_error`, and never raw control characters.
+    // The backend's: never shown (logs, transitions, snapshot, labels, Display), and
+    // never raw control characters.
     for (what, text) in &produced.shown {
         assert!(
             !text.contains(PARAM_TOKEN),
             "{PARAM_TOKEN} in {what}: {text}"
         );
-        if !what.starts_with("snapshot") {
-            assert!(
-                !text.contains(DESCRIPTION_TOKEN),
-                "{DESCRIPTION_TOKEN} in {what}: {text}"
-            );
-        }
+        assert!(
+            !text.contains(DESCRIPTION_TOKEN),
+            "{DESCRIPTION_TOKEN} in {what}: {text}"
+        );
         assert!(
             !has_control(text),
             "a raw control character in {what}: {text:?}"
@@ -468,13 +471,6 @@ fn secrets_never_leak() {
     }
     for last_error in &produced.last_errors {
         assert!(!has_control(last_error), "{last_error:?}");
-        if last_error.contains(DESCRIPTION_TOKEN) {
-            // Escaped, not dropped: an operator can still read what the backend said.
-            assert!(
-                last_error.contains(r"\tforged\u{85}line \u{9b}31mred"),
-                "{last_error:?}"
-            );
-        }
     }
 
     // The inner error's own text is kept, as its source, and nowhere else: the wrapper's

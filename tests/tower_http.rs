@@ -41,6 +41,13 @@ macro_rules! traced {
     }};
 }
 
+/// A probe request: its 401s are judged by the strategy alone (a caller's never count).
+fn probe() -> Request<String> {
+    let mut request = Request::new(String::new());
+    request.extensions_mut().insert(Probe);
+    request
+}
+
 fn responds(
     status: StatusCode,
     challenge: Option<&'static str>,
@@ -175,7 +182,7 @@ async fn a_success_is_not_a_failure() {
 async fn the_same_challenge_without_a_strategy_is_a_failure() {
     let make = NotHealthyAsFailures::with_strategy(AuthStrategy::Unauthenticated);
     let (service, failures) = traced!(make, responds(StatusCode::UNAUTHORIZED, Some(BEARER)));
-    service.oneshot(Request::new(String::new())).await.unwrap();
+    service.oneshot(probe()).await.unwrap();
     let failures = failures.lock().unwrap();
     assert_eq!(failures.len(), 1);
     assert_eq!(
@@ -254,12 +261,20 @@ async fn failures_follow_the_verdict_table() {
             None,
         ),
         row(
-            "the gateway's rejected key is a failure",
+            "the gateway's rejected key is a failure, on a probe",
+            AuthStrategy::HeaderInjection,
+            true,
+            true,
+            401,
+            Some("credentials_rejected"),
+        ),
+        row(
+            "a caller's request the backend denies is not (request_denied)",
             AuthStrategy::HeaderInjection,
             true,
             false,
             401,
-            Some("credentials_rejected"),
+            None,
         ),
         row(
             "a credential-less 403 with a strategy is expected",
@@ -315,13 +330,9 @@ async fn the_strategy_is_read_live_from_the_registry() {
         NotHealthyAsFailures::new(handle),
         responds(StatusCode::UNAUTHORIZED, Some(BEARER))
     );
-    service
-        .clone()
-        .oneshot(Request::new(String::new()))
-        .await
-        .unwrap();
+    service.clone().oneshot(probe()).await.unwrap();
     assert!(registry.set_strategy("mcp", AuthStrategy::Unauthenticated));
-    service.oneshot(Request::new(String::new())).await.unwrap();
+    service.oneshot(probe()).await.unwrap();
     assert_eq!(
         verdicts(&failures),
         ["unauthenticated (no_auth_configured)"]
@@ -335,6 +346,7 @@ async fn a_custom_credential_header_counts_as_credentials() {
     let (service, failures) = traced!(make, responds(StatusCode::UNAUTHORIZED, None));
     let request = Request::builder()
         .header("x-api-key", "sekrit")
+        .extension(Probe)
         .body(String::new())
         .unwrap();
     service.oneshot(request).await.unwrap();

@@ -1,8 +1,11 @@
-//! The state machine of one backend, as pure functions, and the compact encodings the
-//! lock-free path stores in atomics.
+//! The judgement of one backend, as pure functions: the probes' state machine, the
+//! traffic window's opinion, how the two combine; and the compact encodings the
+//! registry stores in atomics.
 
 use crate::classify::Outcome;
 use crate::error::{AuthError, TransportKind};
+use crate::registry::policy::{Limits, RATE_ONE};
+use crate::registry::transition::Evidence;
 use crate::registry::Policy;
 use crate::verdict::{HealthStatus, Reason, Verdict};
 
@@ -32,8 +35,8 @@ impl Runs {
     }
 }
 
-/// The status after a verdict (the table of DESIGN §6.2). `runs` and `bad_run` already
-/// count this verdict.
+/// What probes say after one more probe verdict (the table of DESIGN §6.2). `runs` and
+/// `bad_run` already count this verdict; `from` is what probes said before.
 pub(crate) fn next_status(
     from: HealthStatus,
     verdict: Verdict,
@@ -41,7 +44,7 @@ pub(crate) fn next_status(
     bad_run: u64,
     policy: &Policy,
 ) -> HealthStatus {
-    let threshold = |n: u32| u64::from(n.max(1));
+    let threshold = |n: u32| u64::from(n.clamp(1, super::policy::MAX_PROBE_THRESHOLD));
     if verdict.is_good() {
         if from.is_bad() && runs.good < threshold(policy.healthy_threshold) {
             return from;
@@ -61,6 +64,81 @@ pub(crate) fn next_status(
     from
 }
 
+/// The traffic verdicts of the window, as estimated at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Window {
+    pub(crate) good: u64,
+    pub(crate) bad: u64,
+    pub(crate) soft: u64,
+}
+
+impl Window {
+    pub(crate) fn requests(self) -> u64 {
+        self.good.saturating_add(self.bad).saturating_add(self.soft)
+    }
+}
+
+/// What traffic says: `None` when it has nothing to say.
+///
+/// Every request failing (`min_requests` Bad verdicts in a row) is Unhealthy at once.
+/// Otherwise a window that holds no failure vouches for the backend whatever its volume
+/// (a first success is a sign of life); a window with failures judges only once it holds
+/// `min_requests` requests, by its share of Bad verdicts, then of non-Good ones.
+pub(crate) fn traffic_opinion(
+    window: Window,
+    bad_run: u64,
+    limits: &Limits,
+) -> Option<HealthStatus> {
+    if limits.window == 0 {
+        return None;
+    }
+    if bad_run >= limits.min_requests {
+        return Some(HealthStatus::Unhealthy);
+    }
+    let requests = window.requests();
+    if requests == 0 {
+        return None;
+    }
+    let not_good = window.bad.saturating_add(window.soft);
+    if not_good == 0 {
+        return Some(HealthStatus::Healthy);
+    }
+    if requests < limits.min_requests {
+        return None;
+    }
+    // `part / requests >= rate / RATE_ONE`, without division.
+    let reaches = |part: u64, rate: u64| {
+        u128::from(part) * u128::from(RATE_ONE) >= u128::from(rate) * u128::from(requests)
+    };
+    Some(if reaches(window.bad, limits.unhealthy_rate) {
+        HealthStatus::Unhealthy
+    } else if reaches(not_good, limits.degraded_rate) {
+        HealthStatus::Degraded
+    } else {
+        HealthStatus::Healthy
+    })
+}
+
+/// One status from both kinds of evidence: the worse of the two opinions (Unknown from
+/// probes is no opinion), with the evidence that decided it (`origin` when both agree).
+/// `None` when neither has an opinion.
+pub(crate) fn combine(
+    probes: HealthStatus,
+    traffic: Option<HealthStatus>,
+    origin: Evidence,
+) -> Option<(HealthStatus, Evidence)> {
+    let probes = (probes != HealthStatus::Unknown).then_some(probes);
+    match (probes, traffic) {
+        (None, None) => None,
+        (Some(p), None) => Some((p, Evidence::Probes)),
+        (None, Some(t)) => Some((t, Evidence::Traffic)),
+        (Some(p), Some(t)) if p == t => Some((p, origin)),
+        // Status codes rank from Unknown up to Unauthenticated: the higher, the worse.
+        (Some(p), Some(t)) if status_code(p) > status_code(t) => Some((p, Evidence::Probes)),
+        (Some(_), Some(t)) => Some((t, Evidence::Traffic)),
+    }
+}
+
 pub(crate) fn status_code(status: HealthStatus) -> u8 {
     match status {
         HealthStatus::Unknown => 0,
@@ -71,9 +149,8 @@ pub(crate) fn status_code(status: HealthStatus) -> u8 {
     }
 }
 
-/// The status code of a removed backend: no report may move it again, and the lock-free
-/// path, which only runs on `Healthy`, never touches it.
-pub(crate) const REMOVED: u8 = u8::MAX;
+/// The status code of a removed backend: no report may move it again.
+pub(crate) const REMOVED: u8 = 7;
 
 /// A removed backend reads as `Unknown`: nothing is known of it any more.
 pub(crate) fn status_from_code(code: u8) -> HealthStatus {
@@ -100,7 +177,7 @@ pub(crate) const TRANSPORT_KINDS: [TransportKind; 10] = [
     TransportKind::Other,
 ];
 
-const REASONS: [Reason; 11] = [
+const REASONS: [Reason; 12] = [
     Reason::Ok,
     Reason::Slow,
     Reason::NoAuthConfigured,
@@ -112,6 +189,7 @@ const REASONS: [Reason; 11] = [
     Reason::Throttled,
     Reason::UnexpectedStatus,
     Reason::ServerError,
+    Reason::RequestDenied,
 ];
 
 /// 0 means "no reason yet"; then the plain reasons in the order of `REASONS`; then one
@@ -131,8 +209,9 @@ pub(crate) fn reason_code(reason: Reason) -> u8 {
         Reason::Throttled => 9,
         Reason::UnexpectedStatus => 10,
         Reason::ServerError => 11,
+        Reason::RequestDenied => 12,
         Reason::Transport(kind) => {
-            12 + match kind {
+            13 + match kind {
                 TransportKind::ConnectionRefused => 0,
                 TransportKind::Dns => 1,
                 TransportKind::ConnectTimeout => 2,
@@ -307,6 +386,113 @@ mod tests {
         ];
         for (name, policy, verdicts, want) in cases {
             assert_eq!(run(policy, verdicts), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn traffic_opinion_rows() {
+        let limits = Limits::new(&Policy::default());
+        let w = |good, bad, soft| Window { good, bad, soft };
+        let cases: &[(&str, Window, u64, Option<HealthStatus>)] = &[
+            ("nothing to judge", w(0, 0, 0), 0, None),
+            (
+                "one success is a sign of life",
+                w(1, 0, 0),
+                0,
+                Some(Healthy),
+            ),
+            (
+                "few requests with a failure say nothing",
+                w(10, 5, 0),
+                1,
+                None,
+            ),
+            (
+                "a tenth failing is healthy",
+                w(900, 100, 0),
+                1,
+                Some(Healthy),
+            ),
+            (
+                "a fifth slow or failing is degraded",
+                w(80, 10, 10),
+                0,
+                Some(Degraded),
+            ),
+            (
+                "half failing is unhealthy",
+                w(50, 50, 0),
+                2,
+                Some(Unhealthy),
+            ),
+            (
+                "just under half is degraded",
+                w(51, 49, 0),
+                0,
+                Some(Degraded),
+            ),
+            (
+                "throttled is soft, never unhealthy",
+                w(0, 0, 100),
+                0,
+                Some(Degraded),
+            ),
+            (
+                "every request failing is unhealthy whatever the window",
+                w(100_000, 20, 0),
+                20,
+                Some(Unhealthy),
+            ),
+            (
+                "nineteen in a row is not every request",
+                w(100_000, 19, 0),
+                19,
+                Some(Healthy),
+            ),
+        ];
+        for (name, window, bad_run, want) in cases {
+            assert_eq!(traffic_opinion(*window, *bad_run, &limits), *want, "{name}");
+        }
+        let off = Limits::new(&Policy {
+            traffic_window: std::time::Duration::ZERO,
+            ..Policy::default()
+        });
+        assert_eq!(
+            traffic_opinion(w(0, 100, 0), 100, &off),
+            None,
+            "a zero window is off"
+        );
+    }
+
+    #[test]
+    fn the_worse_opinion_decides() {
+        use Evidence::{Probes, Traffic};
+        let cases: &[(
+            HealthStatus,
+            Option<HealthStatus>,
+            Evidence,
+            Option<(HealthStatus, Evidence)>,
+        )] = &[
+            (Unknown, None, Traffic, None),
+            (Unknown, Some(Healthy), Traffic, Some((Healthy, Traffic))),
+            (Healthy, None, Traffic, Some((Healthy, Probes))),
+            (Unhealthy, Some(Healthy), Traffic, Some((Unhealthy, Probes))),
+            (Healthy, Some(Degraded), Probes, Some((Degraded, Traffic))),
+            (
+                Unauthenticated,
+                Some(Unhealthy),
+                Traffic,
+                Some((Unauthenticated, Probes)),
+            ),
+            (Healthy, Some(Healthy), Probes, Some((Healthy, Probes))),
+            (Healthy, Some(Healthy), Traffic, Some((Healthy, Traffic))),
+        ];
+        for (probes, traffic, origin, want) in cases {
+            assert_eq!(
+                combine(*probes, *traffic, *origin),
+                *want,
+                "{probes:?} {traffic:?} {origin:?}"
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use super::transition::Evidence;
 use crate::verdict::{AuthStrategy, HealthStatus, Reason};
 
 /// Every backend's health at one moment. With feature `serde`, serializes to snake_case
@@ -45,10 +46,17 @@ pub struct BackendHealth {
     pub status: HealthStatus,
     /// The reason of the latest verdict; `None` before the first.
     pub reason: Option<Reason>,
-    /// Non-Good verdicts in a row.
+    /// The evidence behind the current status: probes or traffic; `None` while it is
+    /// the status of registration.
+    pub evidence: Option<Evidence>,
+    /// Non-Good verdicts in a row, of probes and traffic alike.
     pub consecutive_failures: u64,
-    /// Good verdicts in a row.
+    /// Good verdicts in a row, of probes and traffic alike.
     pub consecutive_successes: u64,
+    /// Traffic requests in the traffic window now (estimated: see the crate docs).
+    pub window_requests: u64,
+    /// Of them, those with a Bad verdict.
+    pub window_failures: u64,
     /// When the status last changed (or the backend was registered).
     #[cfg_attr(feature = "serde", serde(serialize_with = "rfc3339::serialize"))]
     pub since: SystemTime,
@@ -61,9 +69,10 @@ pub struct BackendHealth {
     pub failures: u64,
     /// The kind of the latest counted outcome (`success`, `unauthorized`, `transport`, ...).
     pub last_outcome: Option<&'static str>,
-    /// The latest non-Good outcome, described. Built from the outcome alone, never from
-    /// a request: it holds no header value, token or credential; backend-supplied text is
-    /// escaped and cut at 200 characters.
+    /// The latest non-Good outcome, described (`server_error 503`, `unauthorized 401
+    /// Bearer invalid_token [credentials sent]`). Built from the outcome's kind, status
+    /// and known codes only: it holds no header value, no token and no text a backend
+    /// sent (an `error_description` is not shown).
     pub last_error: Option<String>,
 }
 

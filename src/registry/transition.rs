@@ -40,8 +40,12 @@ pub struct Transition {
     pub to: HealthStatus,
     /// The reason of the verdict that caused the change.
     pub reason: Reason,
-    /// How many verdicts in a row led to it (Bad ones into Unhealthy or
-    /// Unauthenticated, Good ones into Healthy, non-Good ones into Degraded).
+    /// Which evidence made the change: probes or traffic.
+    pub evidence: Evidence,
+    /// How many verdicts led to it. Made by probes: the probe verdicts in a row (Bad ones
+    /// into Unhealthy or Unauthenticated, Good ones into Healthy, non-Good ones into
+    /// Degraded). Made by traffic: the Bad verdicts in a row when every request failed,
+    /// else the requests of the window it was judged on.
     pub consecutive: u64,
     /// When the report that caused it was made.
     pub at: SystemTime,
@@ -51,13 +55,53 @@ impl fmt::Display for Transition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: {} -> {} ({}, {} in a row)",
+            "{}: {} -> {} ({}, {} {})",
             self.backend.escape_debug(),
             self.from,
             self.to,
             self.reason,
-            self.consecutive
+            self.consecutive,
+            match self.evidence {
+                Evidence::Probes => "probes in a row",
+                Evidence::Traffic => "by traffic",
+            }
         )
+    }
+}
+
+/// The kind of evidence behind a status change.
+///
+/// # Example
+///
+/// ```
+/// use tower_health_classify::Evidence;
+///
+/// assert_eq!(Evidence::Traffic.as_str(), "traffic");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Evidence {
+    /// Probes (requests with the [`Probe`](crate::Probe) extension), judged by counts in
+    /// a row.
+    Probes,
+    /// Callers' requests, judged by failure rates over the traffic window.
+    Traffic,
+}
+
+impl Evidence {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Probes => "probes",
+            Evidence::Traffic => "traffic",
+        }
+    }
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
