@@ -467,12 +467,13 @@ mod tests {
     #[test]
     fn the_worse_opinion_decides() {
         use Evidence::{Probes, Traffic};
-        let cases: &[(
+        type Row = (
             HealthStatus,
             Option<HealthStatus>,
             Evidence,
             Option<(HealthStatus, Evidence)>,
-        )] = &[
+        );
+        let cases: &[Row] = &[
             (Unknown, None, Traffic, None),
             (Unknown, Some(Healthy), Traffic, Some((Healthy, Traffic))),
             (Healthy, None, Traffic, Some((Healthy, Probes))),
