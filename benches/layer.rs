@@ -17,7 +17,8 @@ use http_body_util::Empty;
 use tower::util::MapResponseLayer;
 use tower::{service_fn, Layer, Service};
 use tower_health_classify::{
-    parse_challenges, AuthStrategy, HealthClassifyLayer, HealthRegistry, Policy,
+    parse_challenges, AuthStrategy, BackendHandle, HealthClassifyLayer, HealthRegistry,
+    HealthReport, HealthSink, Policy,
 };
 use tower_http::trace::TraceLayer;
 
@@ -71,6 +72,23 @@ fn challenge() -> Response<Body> {
     response
 }
 
+/// A registry handle that does not ask for precise latencies.
+#[derive(Clone)]
+struct Coarse(BackendHandle);
+
+impl HealthSink for Coarse {
+    fn strategy(&self) -> AuthStrategy {
+        self.0.strategy()
+    }
+    fn precise_latency(&self) -> bool {
+        false
+    }
+    #[inline]
+    fn report(&self, report: &HealthReport<'_>) {
+        self.0.report(report)
+    }
+}
+
 fn per_request(c: &mut Criterion) {
     let mut group = c.benchmark_group("per_request");
 
@@ -94,6 +112,15 @@ fn per_request(c: &mut Criterion) {
     let mut registered = HealthClassifyLayer::new(handle).layer(service_fn(ok));
     group.bench_function("d_health_classify_registry_handle", |b| {
         b.iter(|| black_box(call(&mut registered)))
+    });
+
+    // The same handle, made to read the coarse clock: what it costs without the latency
+    // histogram of feature `metrics` (which these benches are built with).
+    let registry = HealthRegistry::new(Policy::default());
+    let coarse = Coarse(registry.register("coarse", AuthStrategy::UpstreamInject));
+    let mut coarse = HealthClassifyLayer::new(coarse).layer(service_fn(ok));
+    group.bench_function("d0_health_classify_registry_handle_coarse_clock", |b| {
+        b.iter(|| black_box(call(&mut coarse)))
     });
 
     // (d) with judged streams: the body wrapped and read to its (empty) end.
@@ -151,6 +178,16 @@ fn clocks(c: &mut Criterion) {
     let mut group = c.benchmark_group("clock");
     group.bench_function("std_instant_now", |b| b.iter(std::time::Instant::now));
     group.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::time::{clock_gettime, ClockId};
+        group.bench_function("clock_monotonic", |b| {
+            b.iter(|| clock_gettime(ClockId::Monotonic))
+        });
+        group.bench_function("clock_monotonic_coarse", |b| {
+            b.iter(|| clock_gettime(ClockId::MonotonicCoarse))
+        });
+    }
     group.finish();
 }
 

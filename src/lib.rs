@@ -91,11 +91,15 @@
 //! # Cost and clock
 //!
 //! The layer reads the clock twice per request, so it reads a cheap one: on Linux and
-//! Android `CLOCK_MONOTONIC_COARSE` (about 3 ns, resolution one kernel tick, 1 to 4 ms),
-//! enough for a slow threshold counted in seconds. Feature `precise-clock` reads tokio's
-//! clock instead (about 24 ns, nanosecond resolution, and it follows paused time in
-//! tests); other platforms always do. On the success path with a registry handle the
-//! layer allocates nothing and takes no lock; BENCHMARKS.md has the figures.
+//! Android `CLOCK_MONOTONIC_COARSE` (about 2 ns, resolution one kernel tick, 1 to
+//! 10 ms), enough for a slow threshold counted in seconds. A sink that records
+//! latencies asks for [`precise_latency`](HealthSink::precise_latency), and the layer
+//! then reads `CLOCK_MONOTONIC` (about 21 ns, 1 µs or better): a registry handle does
+//! with feature `metrics` (its latency histogram) or a slow threshold under one second,
+//! [`LogSink`] always. Feature `precise-clock` reads tokio's clock for both (it follows
+//! paused time in tests); other platforms always do. On the success path with a
+//! registry handle the layer allocates nothing and takes no lock; BENCHMARKS.md has the
+//! figures.
 //!
 //! # Classification
 //!
@@ -145,6 +149,7 @@
 //! | 401/403, strategy configured, no credentials sent | Healthy, `expected_challenge` |
 //! | 401/403, credentials sent, owner `Gateway` | Unauthenticated, `credentials_rejected` (403 `insufficient_scope`: `insufficient_scope`) |
 //! | 401/403, credentials sent, owner `User` | Healthy, `user_credentials_rejected` |
+//! | 401/403 to a caller's request (origin Traffic) where a probe's would be Bad, above | Healthy, `request_denied`: the caller chose the path and the token; the registry asks for a probe, which decides |
 //! | 407 | Unhealthy, `proxy_auth_required` |
 //! | Throttled | Degraded, `throttled` |
 //! | ClientError, origin Traffic | Healthy, `ok` |
@@ -157,9 +162,35 @@
 //!
 //! # Health registry
 //!
-//! [`HealthRegistry`] turns verdicts into a status per backend ([`Policy`] holds the
-//! thresholds; defaults in brackets). Good = Healthy verdict; Soft = Degraded; Bad =
-//! Unhealthy or Unauthenticated.
+//! [`HealthRegistry`] turns verdicts into a status per backend. Good = Healthy verdict;
+//! Soft = Degraded; Bad = Unhealthy or Unauthenticated. It weighs two kinds of evidence
+//! differently ([`Policy`] holds the numbers; defaults in brackets):
+//!
+//! | evidence | what it is | judged by |
+//! |---|---|---|
+//! | probes | requests with the [`Probe`] extension ([`Prober`] sends them): built to succeed, carrying the gateway's own credentials | counts in a row: `unhealthy_threshold` (3) Bad in a row, `healthy_threshold` (2) Good to come back, `degraded_threshold` (2) non-Good to degrade (table below) |
+//! | traffic | every other request: a sample of what callers ask for | rates over a sliding window of `traffic_window` (30 s), once it holds `traffic_min_requests` (20): Unhealthy from `traffic_unhealthy_rate` (0.5) Bad, Degraded from `traffic_degraded_rate` (0.2) non-Good, else Healthy; a window with no failure vouches at any volume; `traffic_min_requests` Bad in a row is Unhealthy at once |
+//!
+//! The status is the worse of what the two say:
+//!
+//! | probes say | traffic says | status |
+//! |---|---|---|
+//! | nothing yet | nothing (no requests, or too few with failures) | unchanged (Unknown at first) |
+//! | a status | nothing | what probes say |
+//! | nothing yet | a status | what traffic says |
+//! | a status | a status | the worse: Healthy, then Degraded, then Unhealthy, then Unauthenticated |
+//!
+//! So a backend whose probes fail is Bad however well its traffic goes (a gateway key it
+//! stopped accepting is found by the next probe), and one whose callers see failures is
+//! Bad though its health endpoint answers. Why a window for traffic: callers fail at
+//! random, and counts in a row flip on chance (at 10% random failures and 100 requests
+//! a second, five in a row happen four times an hour); a rate over a window with a
+//! minimum volume, as Envoy's failure-percentage outlier detection judges, holds steady,
+//! and its counters cost one atomic increment per request where an EWMA needs a
+//! compare-and-swap loop. The window is two buckets of `traffic_window`, the older
+//! weighted by how much of it is still within the window.
+//!
+//! What probes say, by their counts in a row:
 //!
 //! | from | on | to |
 //! |---|---|---|
@@ -170,10 +201,30 @@
 //! | Unknown, Healthy, Degraded | one Good verdict | Healthy |
 //! | any | a report without verdict (Cancelled, Local) | unchanged, counters untouched |
 //!
-//! Each change is one [`Transition`], logged once (`WARN` into Unhealthy or
-//! Unauthenticated, `INFO` otherwise). While a backend stays Bad, a `WARN` reminder
-//! comes at most once per interval, 1 min doubling up to 1 h: a backend down for 24 h
-//! under 30 s probes logs 29 `WARN` lines, not 2,880 (`tests/registry.rs`).
+//! Hysteresis and quiet:
+//!
+//! - A change made by traffic waits `hold_time` (30 s) after the previous change, except
+//!   into Unhealthy when every request fails, and out of Unknown. Changes made by probes
+//!   do not wait: their counts already did.
+//! - Each change is one [`Transition`], sent to subscribers and counted in metrics. It
+//!   is logged once (`WARN` into Unhealthy or Unauthenticated, `INFO` otherwise), up to
+//!   `log_budget` (3) lines per backend per `log_interval` (10 min); a backend that
+//!   changes more often is flapping, and logs one summary line per interval ("backend
+//!   health changed 14 times in the last 10 min, now degraded") until it calms down.
+//! - While a backend stays Bad, a `WARN` reminder comes at most once per interval, 1 min
+//!   doubling up to 1 h, whether it switches between Unhealthy and Unauthenticated or
+//!   not: a backend down for 24 h under 30 s probes logs 29 `WARN` lines, not 2,880
+//!   (`tests/registry.rs`).
+//!
+//! Measured on paused time through the layer (`tests/traffic.rs`): 10% random 5xx at
+//! 100 requests a second for an hour is 1 transition and 1 log line (it was 6,820 of
+//! each); every request failing is Unhealthy after 0.19 s with one `WARN`, and Healthy
+//! again 45 s after the failures stop, without a prober.
+//!
+//! Reports take no lock and allocate nothing: a Good traffic verdict on a Healthy
+//! backend is one atomic increment, every other report a few more atomics; only a
+//! change of status takes the backend's lock, and log lines are written after it is
+//! released.
 //!
 //! # With axum
 //!

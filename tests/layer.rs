@@ -169,6 +169,102 @@ async fn readiness_error_is_classified_and_reported_once() {
     );
 }
 
+/// An auth layer further in that fetches the gateway's token while getting ready, and
+/// has it refused: the error says credentials were sent, and the report keeps it.
+#[tokio::test]
+async fn a_readiness_auth_error_keeps_the_credentials_it_knows() {
+    let (recorder, mut service, mut handle) = spawn(AuthStrategy::TokenExchange);
+    handle.allow(0);
+    assert_pending!(service.poll_ready());
+    let Outcome::Auth(auth) =
+        tower_health_classify::classify_response(StatusCode::UNAUTHORIZED, &http::HeaderMap::new())
+    else {
+        unreachable!()
+    };
+    let refused = tower_health_classify::AuthError::Unauthorized {
+        challenges: auth.challenges().to_vec(),
+        credentials_sent: true,
+        source: None,
+    };
+    handle.send_error(BackendError::Auth(refused));
+    let err = assert_ready_err!(service.poll_ready());
+    assert!(err.auth().unwrap().credentials_sent(), "{err:?}");
+    let reports = recorder.reports();
+    assert_eq!(reports.len(), 1);
+    let (outcome, verdict_given, credentials, origin) = &reports[0];
+    assert_eq!(*credentials, Credentials::Sent);
+    assert_eq!(*origin, Origin::Traffic, "no request yet: nobody's probe");
+    // A caller's exchange: never Bad on a 401, but not mistaken for a credential-less one.
+    assert_eq!(
+        *verdict_given,
+        verdict(HealthStatus::Healthy, Reason::RequestDenied)
+    );
+    let Outcome::Auth(reported) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(reported.credentials_sent());
+}
+
+/// A sink that asks for precise latencies gets them to the nanosecond; one that does not
+/// gets whole kernel ticks (on Linux, without feature `precise-clock`).
+#[test]
+fn precise_latency_when_the_sink_asks_for_it() {
+    #[derive(Clone)]
+    struct Latencies(Arc<Mutex<Vec<Duration>>>, bool);
+    impl HealthSink for Latencies {
+        fn strategy(&self) -> AuthStrategy {
+            AuthStrategy::Unauthenticated
+        }
+        fn precise_latency(&self) -> bool {
+            self.1
+        }
+        fn report(&self, report: &HealthReport<'_>) {
+            self.0.lock().unwrap().push(report.latency);
+        }
+    }
+    // Each exchange spins for 20 µs of real time. A precise clock measures about that; a
+    // coarse one (a tick is 1 to 10 ms) zero or a whole tick. Asserted on most, not all,
+    // exchanges: a busy machine may stop the spin for longer now and then.
+    let sub_tick = |precise: bool| {
+        let sink = Latencies(Arc::default(), precise);
+        let mut service =
+            HealthClassifyLayer::new(sink.clone()).layer(tower::service_fn(|_req: Req| {
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_micros(20) {
+                    std::hint::spin_loop();
+                }
+                std::future::ready(Ok::<_, io::Error>(response(200)))
+            }));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for _ in 0..200 {
+            runtime.block_on(async {
+                service
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(request())
+                    .await
+                    .unwrap();
+            });
+        }
+        let latencies = sink.0.lock().unwrap().clone();
+        let span = Duration::from_micros(20)..Duration::from_millis(1);
+        latencies.iter().filter(|l| span.contains(l)).count()
+    };
+    let precise = sub_tick(true);
+    assert!(
+        precise >= 100,
+        "{precise} of 200 measured between 20 µs and 1 ms"
+    );
+    #[cfg(all(target_os = "linux", not(feature = "precise-clock")))]
+    {
+        let coarse = sub_tick(false);
+        assert_eq!(coarse, 0, "coarse latencies are whole ticks");
+    }
+}
+
 // === cancellation and exactly-once ===
 
 #[tokio::test]

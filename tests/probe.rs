@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use http::{header, HeaderName, Request, Response, StatusCode};
 use tokio::time::{sleep, sleep_until, Instant};
-use tower::Service;
+use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_health_classify::{
-    AuthStrategy, HealthRegistry, HealthStatus, Policy, Probe, Prober, Reason, TransportKind,
+    AuthStrategy, HealthClassifyLayer, HealthRegistry, HealthStatus, Policy, Probe, Prober, Reason,
+    TransportKind,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -604,4 +605,104 @@ async fn shutdown_returns_only_after_the_probe_in_flight_is_dropped() {
     prober.shutdown().await;
     returned.store(true, Ordering::SeqCst);
     assert_eq!(*dropped_after_return.lock().unwrap(), Some(false));
+}
+
+/// A caller's 403 where a probe's would be Bad asks for a probe: it comes at once (here
+/// 10 s into a 30 s interval), and the schedule goes on from there.
+#[tokio::test(start_paused = true)]
+async fn a_denied_callers_request_brings_the_next_probe_forward() {
+    let recorder = Recorder::new();
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("api", AuthStrategy::HeaderInjection);
+    let prober = Prober::builder(registry.clone())
+        .jitter(0.0)
+        .spawn(make(&recorder, answer_status(StatusCode::OK)));
+    until(&recorder, Duration::from_secs(10)).await;
+
+    let forbidden = service_fn(|_req: Request<()>| async {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        Ok::<_, Infallible>(response)
+    });
+    let mut traffic = HealthClassifyLayer::new(handle.clone())
+        .pass_through_auth()
+        .layer(forbidden);
+    // The gateway's key goes with every request: a probe's 403 would be Bad.
+    for _ in 0..5 {
+        let mut request = Request::new(());
+        request
+            .extensions_mut()
+            .insert(tower_health_classify::Credentials::Sent);
+        let _ = traffic.ready().await.unwrap().call(request).await;
+    }
+    until(&recorder, Duration::from_secs(41)).await;
+    // Five denied requests ask once: one early probe, then every 30 s from it.
+    assert_eq!(recorder.calls("api"), secs(&[0, 10, 40]));
+    assert_eq!(handle.status(), HealthStatus::Healthy, "the probes decide");
+    assert_eq!(
+        handle.health().reason,
+        Some(Reason::Ok),
+        "the latest verdict is the probe's"
+    );
+
+    // Asked by hand a second after a probe: it waits for a tenth of the interval.
+    assert!(prober.probe_now("api"));
+    assert!(!prober.probe_now("nobody"));
+    until(&recorder, Duration::from_secs(45)).await;
+    assert_eq!(recorder.calls("api"), secs(&[0, 10, 40, 43]));
+    prober.shutdown().await;
+}
+
+/// A service that fails while getting ready with the auth error an auth layer gives when
+/// the gateway's own token is refused.
+#[derive(Clone)]
+struct RefusedWhileReady;
+
+impl Service<Request<()>> for RefusedWhileReady {
+    type Response = Response<()>;
+    type Error = tower_health_classify::BackendError;
+    type Future = std::future::Ready<Result<Response<()>, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer error=\"invalid_token\"".parse().unwrap(),
+        );
+        let tower_health_classify::Outcome::Auth(auth) =
+            tower_health_classify::classify_response(StatusCode::UNAUTHORIZED, &headers)
+        else {
+            unreachable!()
+        };
+        let sent = tower_health_classify::AuthError::Unauthorized {
+            challenges: auth.challenges().to_vec(),
+            credentials_sent: true,
+            source: None,
+        };
+        Poll::Ready(Err(tower_health_classify::BackendError::Auth(sent)))
+    }
+
+    fn call(&mut self, _request: Request<()>) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+/// A readiness error of the probe's service is the probe's failure, judged with what the
+/// error knows: the gateway's credentials were sent and refused.
+#[tokio::test(start_paused = true)]
+async fn a_token_refused_while_getting_ready_is_the_probes_rejected_credentials() {
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("api", AuthStrategy::TokenExchange);
+    let prober = Prober::builder(registry.clone())
+        .jitter(0.0)
+        .spawn(|_: &str| Some((RefusedWhileReady, Request::new(()))));
+    sleep(Duration::from_secs(65)).await;
+    let health = handle.health();
+    assert_eq!(health.status, HealthStatus::Unauthenticated, "{health:?}");
+    assert_eq!(health.reason, Some(Reason::CredentialsRejected));
+    assert_eq!(
+        health.evidence,
+        Some(tower_health_classify::Evidence::Probes)
+    );
+    prober.shutdown().await;
 }

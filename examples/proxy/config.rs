@@ -3,13 +3,22 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"      # optional, this is the default
 //! [health]                       # every key optional; the defaults are shown
-//! interval = "30s"
+//! interval = "30s"               # the prober's
 //! timeout = "10s"
 //! jitter = 0.1
-//! unhealthy_threshold = 3
+//! unhealthy_threshold = 3        # probes: counts in a row
 //! healthy_threshold = 2
 //! degraded_threshold = 2
 //! slow_threshold = "5s"
+//! traffic_window = "30s"         # traffic: rates over a window ("0s": probes only)
+//! traffic_min_requests = 20
+//! traffic_unhealthy_rate = 0.5
+//! traffic_degraded_rate = 0.2
+//! hold_time = "30s"              # before traffic may change a status again
+//! log_interval = "10m"           # log budget: log_budget lines per interval, then
+//! log_budget = 3                 #   one summary line per interval
+//! reminder_initial = "1m"        # while Bad, reminders doubling up to reminder_max
+//! reminder_max = "1h"
 //! [[backends]]
 //! name = "github"                # the route: /github/...
 //! url = "http://127.0.0.1:9001"  # http only; a base path is kept (http://host/api)
@@ -70,42 +79,23 @@ pub(crate) struct Config {
     pub(crate) backends: Vec<BackendConfig>,
 }
 
-/// The `[health]` table: the prober's schedule and the registry's thresholds.
+/// The `[health]` table: the prober's schedule and the registry's policy.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HealthConfig {
     pub(crate) interval: Duration,
     pub(crate) timeout: Duration,
     pub(crate) jitter: f64,
-    pub(crate) unhealthy_threshold: u32,
-    pub(crate) healthy_threshold: u32,
-    pub(crate) degraded_threshold: u32,
-    pub(crate) slow_threshold: Duration,
+    pub(crate) policy: Policy,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        let policy = Policy::default();
         HealthConfig {
             interval: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
             jitter: 0.1,
-            unhealthy_threshold: policy.unhealthy_threshold,
-            healthy_threshold: policy.healthy_threshold,
-            degraded_threshold: policy.degraded_threshold,
-            slow_threshold: policy.slow_threshold,
+            policy: Policy::default(),
         }
-    }
-}
-
-impl HealthConfig {
-    /// The registry's policy.
-    pub(crate) fn policy(&self) -> Policy {
-        let mut policy = Policy::default();
-        policy.unhealthy_threshold = self.unhealthy_threshold;
-        policy.healthy_threshold = self.healthy_threshold;
-        policy.degraded_threshold = self.degraded_threshold;
-        policy.slow_threshold = self.slow_threshold;
-        policy
     }
 }
 
@@ -235,6 +225,15 @@ struct RawHealth {
     healthy_threshold: Option<Spanned<u32>>,
     degraded_threshold: Option<Spanned<u32>>,
     slow_threshold: Option<Spanned<String>>,
+    traffic_window: Option<Spanned<String>>,
+    traffic_min_requests: Option<Spanned<u32>>,
+    traffic_unhealthy_rate: Option<Spanned<f64>>,
+    traffic_degraded_rate: Option<Spanned<f64>>,
+    hold_time: Option<Spanned<String>>,
+    log_interval: Option<Spanned<String>>,
+    log_budget: Option<Spanned<u32>>,
+    reminder_initial: Option<Spanned<String>>,
+    reminder_max: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -345,35 +344,66 @@ fn health(raw: Option<&RawHealth>, at: &Lines<'_>) -> Result<HealthConfig, Confi
     };
     health.interval = positive("interval", &raw.interval, health.interval)?;
     health.timeout = positive("timeout", &raw.timeout, health.timeout)?;
-    health.slow_threshold = positive("slow_threshold", &raw.slow_threshold, health.slow_threshold)?;
     if let Some(jitter) = &raw.jitter {
         if !(0.0..=1.0).contains(jitter.get_ref()) {
             return Err(at.error("health.jitter", jitter, "must be between 0 and 1"));
         }
         health.jitter = *jitter.get_ref();
     }
-    let threshold = |key: &str, value: &Option<Spanned<u32>>, default: u32| match value {
+
+    // The registry's policy: every key is checked by `Policy::validate`, which names the
+    // field; the error is reported at that key's line.
+    let policy = &mut health.policy;
+    let duration = |key: &str, value: &Option<Spanned<String>>, default: Duration| match value {
         None => Ok(default),
-        Some(value) if *value.get_ref() == 0 => {
-            Err(at.error(format!("health.{key}"), value, "must be at least 1"))
-        }
-        Some(value) => Ok(*value.get_ref()),
+        Some(value) => at.duration(&format!("health.{key}"), value),
     };
-    health.unhealthy_threshold = threshold(
-        "unhealthy_threshold",
-        &raw.unhealthy_threshold,
-        health.unhealthy_threshold,
+    let copy = |value: &Option<Spanned<u32>>, default: u32| {
+        value.as_ref().map_or(default, |v| *v.get_ref())
+    };
+    let rate = |value: &Option<Spanned<f64>>, default: f64| {
+        value.as_ref().map_or(default, |v| *v.get_ref())
+    };
+    policy.slow_threshold = positive("slow_threshold", &raw.slow_threshold, policy.slow_threshold)?;
+    policy.unhealthy_threshold = copy(&raw.unhealthy_threshold, policy.unhealthy_threshold);
+    policy.healthy_threshold = copy(&raw.healthy_threshold, policy.healthy_threshold);
+    policy.degraded_threshold = copy(&raw.degraded_threshold, policy.degraded_threshold);
+    policy.traffic_window = duration("traffic_window", &raw.traffic_window, policy.traffic_window)?;
+    policy.traffic_min_requests = copy(&raw.traffic_min_requests, policy.traffic_min_requests);
+    policy.traffic_unhealthy_rate =
+        rate(&raw.traffic_unhealthy_rate, policy.traffic_unhealthy_rate);
+    policy.traffic_degraded_rate = rate(&raw.traffic_degraded_rate, policy.traffic_degraded_rate);
+    policy.hold_time = duration("hold_time", &raw.hold_time, policy.hold_time)?;
+    policy.log_interval = duration("log_interval", &raw.log_interval, policy.log_interval)?;
+    policy.log_budget = copy(&raw.log_budget, policy.log_budget);
+    policy.reminder_initial = duration(
+        "reminder_initial",
+        &raw.reminder_initial,
+        policy.reminder_initial,
     )?;
-    health.healthy_threshold = threshold(
-        "healthy_threshold",
-        &raw.healthy_threshold,
-        health.healthy_threshold,
-    )?;
-    health.degraded_threshold = threshold(
-        "degraded_threshold",
-        &raw.degraded_threshold,
-        health.degraded_threshold,
-    )?;
+    policy.reminder_max = duration("reminder_max", &raw.reminder_max, policy.reminder_max)?;
+    if let Err(error) = policy.validate() {
+        let line = match error.field() {
+            "unhealthy_threshold" => raw.unhealthy_threshold.as_ref().map(|v| at.line(v)),
+            "healthy_threshold" => raw.healthy_threshold.as_ref().map(|v| at.line(v)),
+            "degraded_threshold" => raw.degraded_threshold.as_ref().map(|v| at.line(v)),
+            "traffic_min_requests" => raw.traffic_min_requests.as_ref().map(|v| at.line(v)),
+            "traffic_unhealthy_rate" => raw.traffic_unhealthy_rate.as_ref().map(|v| at.line(v)),
+            "traffic_degraded_rate" => raw.traffic_degraded_rate.as_ref().map(|v| at.line(v)),
+            "reminder_max" => raw.reminder_max.as_ref().map(|v| at.line(v)),
+            _ => None,
+        };
+        let message = error.to_string();
+        let message = message
+            .strip_prefix(error.field())
+            .unwrap_or(&message)
+            .trim_start();
+        return Err(ConfigError {
+            key: Some(format!("health.{}", error.field())),
+            line,
+            message: message.to_owned(),
+        });
+    }
     Ok(health)
 }
 
@@ -964,7 +994,7 @@ strategy = "unauthenticated"
         let config = parse(MINIMAL, &env(&[])).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.health, HealthConfig::default());
-        assert_eq!(config.health.policy(), Policy::default());
+        assert_eq!(config.health.policy, Policy::default());
         assert_eq!(config.backends[0].probe.path.as_str(), "/");
     }
 
@@ -978,6 +1008,46 @@ strategy = "unauthenticated"
     }
 
     /// One bad file per row: the key and line the error must name, and a word of its message.
+    #[test]
+    fn every_policy_key_reaches_the_registry() {
+        let text = r#"
+[health]
+unhealthy_threshold = 4
+healthy_threshold = 3
+degraded_threshold = 5
+slow_threshold = "2s"
+traffic_window = "1m"
+traffic_min_requests = 50
+traffic_unhealthy_rate = 0.8
+traffic_degraded_rate = 0.3
+hold_time = "0s"
+log_interval = "5m"
+log_budget = 1
+reminder_initial = "30s"
+reminder_max = "2h"
+[[backends]]
+name = "a"
+url = "http://127.0.0.1:1"
+strategy = "unauthenticated"
+"#;
+        let policy = parse(text, &env(&[])).unwrap().health.policy;
+        let mut want = Policy::default();
+        want.unhealthy_threshold = 4;
+        want.healthy_threshold = 3;
+        want.degraded_threshold = 5;
+        want.slow_threshold = Duration::from_secs(2);
+        want.traffic_window = Duration::from_secs(60);
+        want.traffic_min_requests = 50;
+        want.traffic_unhealthy_rate = 0.8;
+        want.traffic_degraded_rate = 0.3;
+        want.hold_time = Duration::ZERO;
+        want.log_interval = Duration::from_secs(300);
+        want.log_budget = 1;
+        want.reminder_initial = Duration::from_secs(30);
+        want.reminder_max = Duration::from_secs(7200);
+        assert_eq!(policy, want);
+    }
+
     #[test]
     fn bad_files_name_the_key_and_line() {
         let backend = |extra: &str| {
@@ -1035,7 +1105,31 @@ strategy = "unauthenticated"
                 format!("[health]\nhealthy_threshold = 0\n{}", backend("")),
                 Some("health.healthy_threshold"),
                 Some(2),
-                "at least 1",
+                "between 1 and",
+            ),
+            (
+                "a traffic rate out of range",
+                format!("[health]\n\ntraffic_unhealthy_rate = 1.5\n{}", backend("")),
+                Some("health.traffic_unhealthy_rate"),
+                Some(3),
+                "at most 1",
+            ),
+            (
+                "a degraded rate above the unhealthy rate",
+                format!(
+                    "[health]\ntraffic_unhealthy_rate = 0.3\ntraffic_degraded_rate = 0.4\n{}",
+                    backend("")
+                ),
+                Some("health.traffic_degraded_rate"),
+                Some(3),
+                "not be above traffic_unhealthy_rate",
+            ),
+            (
+                "reminders that shrink",
+                format!("[health]\nreminder_max = \"1s\"\n{}", backend("")),
+                Some("health.reminder_max"),
+                Some(2),
+                "shorter than reminder_initial",
             ),
             (
                 "a negative threshold",

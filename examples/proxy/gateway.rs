@@ -110,7 +110,7 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
     let addr = listener.local_addr()?;
     // Before any backend is registered: the registry resolves its metric handles then.
     let metrics = health::prometheus();
-    let registry = HealthRegistry::new(config.health.policy());
+    let registry = HealthRegistry::new(config.health.policy.clone());
     // A connection that takes longer than a whole probe may is not worth waiting for.
     let client = forward::client(config.health.timeout);
 

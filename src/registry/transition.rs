@@ -55,17 +55,16 @@ impl fmt::Display for Transition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: {} -> {} ({}, {} {})",
+            "{}: {} -> {} ({}, ",
             self.backend.escape_debug(),
             self.from,
             self.to,
             self.reason,
-            self.consecutive,
-            match self.evidence {
-                Evidence::Probes => "probes in a row",
-                Evidence::Traffic => "by traffic",
-            }
-        )
+        )?;
+        match self.evidence {
+            Evidence::Probes => write!(f, "{} in a row)", self.consecutive),
+            Evidence::Traffic => write!(f, "traffic: {} requests)", self.consecutive),
+        }
     }
 }
 
