@@ -22,7 +22,7 @@ use http::{header, Request, Response, StatusCode};
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_health_classify::{
     AuthStrategy, BackendHandle, CredentialOwner, Credentials, ExchangeReport, HealthClassifyLayer,
-    HealthRegistry, HealthSink, HealthStatus, Outcome, Policy, Transition,
+    HealthRegistry, HealthSink, HealthStatus, Origin, Outcome, Policy, Transition,
 };
 
 /// xorshift64: a reproducible stream of choices per thread.

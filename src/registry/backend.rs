@@ -521,8 +521,10 @@ impl Backend {
             if verdict.is_bad() {
                 self.failures.fetch_add(1, Ordering::AcqRel);
             }
-            self.last_failure
-                .store(failure::encode(report.outcome), Ordering::Release);
+            self.last_failure.store(
+                failure::encode(report.outcome, report.tls_failure),
+                Ordering::Release,
+            );
             let goods = self.all_goods();
             if self.goods_at_last_not_good.swap(goods, Ordering::AcqRel) == goods {
                 self.not_good_run.fetch_add(1, Ordering::AcqRel);

@@ -8,12 +8,27 @@ use http::StatusCode;
 
 use super::machine::{outcome_code, outcome_from_code, TRANSPORT_KINDS};
 use crate::classify::{BearerError, Outcome};
+use crate::error::TlsFailure;
+
+/// Every TLS cause, in the order of their codes (0: none).
+const TLS_FAILURES: [TlsFailure; 10] = [
+    TlsFailure::CertificateExpired,
+    TlsFailure::CertificateNotYetValid,
+    TlsFailure::UnknownIssuer,
+    TlsFailure::NameMismatch,
+    TlsFailure::CertificateRevoked,
+    TlsFailure::BadCertificate,
+    TlsFailure::ClientCertificateRequired,
+    TlsFailure::NotTls,
+    TlsFailure::HandshakeFailure,
+    TlsFailure::Other,
+];
 
 /// `Outcome` code (0: none) in bits 0-7, then the HTTP status in bits 8-23, the transport
 /// kind in 24-31, the challenge scheme in 32-35, the Bearer error in 36-39, whether
-/// credentials were sent in bit 40, and `Retry-After` seconds plus one (0: none,
-/// saturated) in 48-63.
-pub(crate) fn encode(outcome: &Outcome) -> u64 {
+/// credentials were sent in bit 40, the TLS cause in 41-47, and `Retry-After` seconds
+/// plus one (0: none, saturated) in 48-63.
+pub(crate) fn encode(outcome: &Outcome, tls_failure: Option<TlsFailure>) -> u64 {
     let mut word = u64::from(outcome_code(outcome));
     if let Some(status) = outcome.status() {
         word |= u64::from(status.as_u16()) << 8;
@@ -22,6 +37,13 @@ pub(crate) fn encode(outcome: &Outcome) -> u64 {
         Outcome::Transport(kind) => {
             let index = TRANSPORT_KINDS.iter().position(|k| k == kind).unwrap_or(0);
             word |= (index as u64) << 24;
+            if let Some(cause) = tls_failure {
+                let code = TLS_FAILURES
+                    .iter()
+                    .position(|c| *c == cause)
+                    .map_or(0, |i| i + 1);
+                word |= (code as u64) << 41;
+            }
         }
         Outcome::Auth(auth) => {
             let scheme = auth.scheme().map_or(0, |scheme| {
@@ -60,13 +82,17 @@ const BEARER_ERRORS: [&str; 4] = [
 ];
 
 /// What a snapshot shows for a stored word (`None` for 0): `server_error 503`,
-/// `unauthorized 401 Bearer invalid_token [credentials sent]`, `transport tls`.
+/// `unauthorized 401 Bearer invalid_token [credentials sent]`, `tls certificate_expired`.
 pub(crate) fn describe(word: u64) -> Option<String> {
     let name = outcome_from_code((word & 0xFF) as u8)?;
     let status = StatusCode::from_u16(((word >> 8) & 0xFFFF) as u16).ok();
     let mut text = String::from(name);
     if name == "transport" {
         let kind = TRANSPORT_KINDS[((word >> 24) & 0xFF) as usize % TRANSPORT_KINDS.len()];
+        let tls = ((word >> 41) & 0x7F) as usize;
+        if let Some(cause) = tls.checked_sub(1).and_then(|i| TLS_FAILURES.get(i)) {
+            return Some(format!("tls {}", cause.as_str()));
+        }
         text.push(' ');
         text.push_str(kind.as_str());
         return Some(text);
@@ -170,7 +196,7 @@ mod tests {
         ];
         for (outcome, want) in cases {
             assert_eq!(
-                describe(encode(&outcome)).as_deref(),
+                describe(encode(&outcome, None)).as_deref(),
                 Some(want),
                 "{outcome:?}"
             );
@@ -185,7 +211,7 @@ mod tests {
             r#"Bearer error="token_abc123", error_description="your token sk-live-secret is bad""#,
             true,
         );
-        let text = describe(encode(&outcome)).unwrap();
+        let text = describe(encode(&outcome, None)).unwrap();
         assert!(
             !text.contains("abc123") && !text.contains("sk-live"),
             "{text}"
