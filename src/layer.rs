@@ -109,6 +109,22 @@ impl<K, C, M> HealthClassifyLayer<K, C, M> {
         }
     }
 
+    /// The same configuration reporting to `sink`.
+    #[cfg(feature = "probe")]
+    pub(crate) fn with_sink<K2>(&self, sink: K2) -> HealthClassifyLayer<K2, C, M>
+    where
+        C: Clone,
+    {
+        HealthClassifyLayer {
+            sink,
+            classifier: self.classifier.clone(),
+            credential_headers: self.credential_headers.clone(),
+            pass_through_auth: self.pass_through_auth,
+            readiness_origin: self.readiness_origin,
+            mode: PhantomData,
+        }
+    }
+
     /// Judges response bodies too (judged streams): a body that fails after the head
     /// (reset, closed, a timeout while streaming) is reported once as the backend's
     /// failure, and its error is returned as a [`BackendError`](crate::BackendError). A

@@ -160,6 +160,18 @@
 //!
 //! See [`verdict`], a pure function.
 //!
+//! # Probes that read the answer
+//!
+//! A probe judged by its status misjudges protocol servers: an MCP server answers
+//! `GET /` with 405, or 200 with a JSON-RPC error. With
+//! [`ProberBuilder::spawn_checked`], each probe may carry a [`check::ProbeCheck`], a hook
+//! that sees the status, the headers and up to 64 KiB of the body and gives the verdict.
+//! Feature `mcp` adds two kinds built on it: [`check::McpCheck`] (`initialize` on the
+//! streamable HTTP transport, the session it opens closed again) and
+//! [`check::OAuthMetadataCheck`] (RFC 9728 metadata naming the backend). A checked probe
+//! is still one report, origin `Probe`; its new reasons are `jsonrpc_error`, `not_mcp`,
+//! `invalid_metadata` and `resource_mismatch`. The table of kinds is in [`check`].
+//!
 //! # Health registry
 //!
 //! [`HealthRegistry`] turns verdicts into a status per backend. Good = Healthy verdict;
@@ -290,7 +302,8 @@
 //! | `registry` | yes | [`HealthRegistry`]: a state machine per backend that logs transitions, not repeats, with snapshots and a transition stream |
 //! | `serde` | no | `Serialize` for [`Snapshot`] and the types it holds (snake_case JSON) |
 //! | `precise-clock` | no | time exchanges with tokio's clock (about 24 ns a reading, nanosecond resolution, follows paused time) instead of the coarse monotonic clock (about 3 ns, 1 to 4 ms resolution) |
-//! | `probe` | no | [`Prober`]: active probes of every registered backend on tokio tasks, at an interval with jitter and a per-probe timeout (implies `registry`) |
+//! | `probe` | no | [`Prober`]: active probes of every registered backend on tokio tasks, at an interval with jitter and a per-probe timeout, judged by their status or by a [`check::ProbeCheck`] (implies `registry`) |
+//! | `mcp` | no | the probe kinds that speak MCP: [`check::McpCheck`] and [`check::OAuthMetadataCheck`] (implies `probe`; adds `serde_json`) |
 //! | `hyper-util` | no | recognises `hyper_util::client::legacy::Error` in error chains: connect-phase timeouts become `ConnectTimeout`, client misuse becomes `Local(InvalidRequest)` |
 //! | `rustls` | no | recognises `rustls::Error` in error chains: `Transport(Tls)` with its [`TlsFailure`] (expired, not yet valid, unknown issuer, name mismatch, revoked, client certificate required, not TLS, handshake failure). Adds rustls alone, without a crypto provider |
 //! | `retry` | no | `RetryPolicy`, a `tower::retry::Policy` that reads the layer's outcomes: connect failures retried for any method, dropped connections and 502/503/504 for idempotent ones, `Retry-After` honoured up to a cap, backoff with jitter and a retry budget |
@@ -317,6 +330,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+#[cfg(feature = "probe")]
+pub mod check;
 mod classify;
 mod clock;
 mod error;
@@ -343,7 +358,7 @@ pub use crate::classify::{
 pub use crate::error::{AuthError, BackendError, BoxError, LocalKind, TlsFailure, TransportKind};
 pub use crate::layer::HealthClassifyLayer;
 #[cfg(feature = "probe")]
-pub use crate::probe::{Prober, ProberBuilder};
+pub use crate::probe::{ProbeCall, Prober, ProberBuilder};
 #[cfg(feature = "registry")]
 pub use crate::registry::{
     BackendHandle, BackendHealth, Evidence, HealthRegistry, Phase, Policy, PolicyError, Snapshot,

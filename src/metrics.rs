@@ -38,7 +38,8 @@
 //! # Series exist from registration
 //!
 //! Every series a backend can produce (5 status gauges, 16 possible transitions, the 28
-//! outcome and reason pairs the verdict table can yield, and the histogram) is resolved
+//! outcome and reason pairs the verdict table can yield and the 7 more that probe checks
+//! add, and the histogram) is resolved
 //! once, when the backend is registered, and starts at zero. Two things follow:
 //!
 //! - **Install the recorder before registering backends.** A backend registered earlier
@@ -148,8 +149,9 @@ const FORBIDDEN_REASONS: [Reason; 6] = [
     Reason::RequestDenied,
 ];
 
-/// Every (outcome, reason) pair the verdict table can yield, indexed by [`report_slot`].
-const REPORT_KINDS: [(&str, Reason); 28] = [
+/// Every (outcome, reason) pair the verdict table and the built-in probe checks
+/// ([`check`](crate::check)) can yield, indexed by [`report_slot`].
+const REPORT_KINDS: [(&str, Reason); 35] = [
     ("success", Reason::Ok),
     ("success", Reason::Slow),
     ("client_error", Reason::Ok),
@@ -178,6 +180,14 @@ const REPORT_KINDS: [(&str, Reason); 28] = [
     ("transport", Reason::Transport(TRANSPORT_KINDS[7])),
     ("transport", Reason::Transport(TRANSPORT_KINDS[8])),
     ("transport", Reason::Transport(TRANSPORT_KINDS[9])),
+    // Probe checks: an MCP answer, an RFC 9728 document, a status a check refuses.
+    ("success", Reason::JsonRpcError),
+    ("success", Reason::NotMcp),
+    ("success", Reason::InvalidMetadata),
+    ("success", Reason::ResourceMismatch),
+    ("success", Reason::UnexpectedStatus),
+    ("unauthorized", Reason::UnexpectedStatus),
+    ("forbidden", Reason::UnexpectedStatus),
 ];
 
 /// A status's place in [`STATUSES`]: the registry's own status code.
@@ -200,6 +210,9 @@ fn report_slot(outcome: &Outcome, reason: Reason) -> Option<usize> {
         (Outcome::Success(_), Reason::Slow) => 1,
         (Outcome::ClientError(_), Reason::Ok) => 2,
         (Outcome::ClientError(_), Reason::UnexpectedStatus) => 3,
+        // Probe checks refuse a challenge where a public document belongs.
+        (Outcome::Auth(AuthError::Unauthorized { .. }), Reason::UnexpectedStatus) => 33,
+        (Outcome::Auth(AuthError::Forbidden { .. }), Reason::UnexpectedStatus) => 34,
         (Outcome::Auth(AuthError::Unauthorized { .. }), _) => 4 + position(&UNAUTHORIZED_REASONS)?,
         (Outcome::Auth(AuthError::Forbidden { .. }), _) => 9 + position(&FORBIDDEN_REASONS)?,
         (
@@ -211,6 +224,11 @@ fn report_slot(outcome: &Outcome, reason: Reason) -> Option<usize> {
         (Outcome::Transport(_), Reason::Transport(kind)) => {
             18 + TRANSPORT_KINDS.iter().position(|k| *k == kind)?
         }
+        (Outcome::Success(_), Reason::JsonRpcError) => 28,
+        (Outcome::Success(_), Reason::NotMcp) => 29,
+        (Outcome::Success(_), Reason::InvalidMetadata) => 30,
+        (Outcome::Success(_), Reason::ResourceMismatch) => 31,
+        (Outcome::Success(_), Reason::UnexpectedStatus) => 32,
         _ => return None,
     })
 }
@@ -223,7 +241,7 @@ pub(crate) struct BackendMetrics {
     /// Indexed by [`transition_slot`]; a no-op handle where `from == to`.
     transitions: [Counter; 20],
     /// Indexed by [`report_slot`].
-    reports: [Counter; 28],
+    reports: [Counter; 35],
     latency: Histogram,
 }
 
@@ -332,6 +350,10 @@ mod tests {
     use http::{header, HeaderMap, HeaderValue, StatusCode};
     use std::collections::BTreeSet;
 
+    fn plain() -> HeaderMap {
+        HeaderMap::new()
+    }
+
     fn outcomes() -> Vec<Outcome> {
         let scope = HeaderValue::from_static(r#"Bearer error="insufficient_scope""#);
         let mut scoped = HeaderMap::new();
@@ -388,6 +410,23 @@ mod tests {
                     }
                 }
             }
+        }
+        // What the built-in probe checks give instead of the table's verdict.
+        let probe_judgements = [
+            (200, Reason::JsonRpcError),
+            (200, Reason::NotMcp),
+            (200, Reason::InvalidMetadata),
+            (200, Reason::ResourceMismatch),
+            (202, Reason::UnexpectedStatus),
+            (401, Reason::UnexpectedStatus),
+            (403, Reason::UnexpectedStatus),
+        ];
+        for (code, reason) in probe_judgements {
+            let outcome = classify_response(StatusCode::from_u16(code).unwrap(), &plain());
+            let slot = report_slot(&outcome, reason)
+                .unwrap_or_else(|| panic!("no slot for {outcome} {reason}"));
+            assert_eq!(REPORT_KINDS[slot], (outcome.as_str(), reason));
+            reached.insert(slot);
         }
         assert_eq!(reached.len(), REPORT_KINDS.len(), "unreachable slots");
     }

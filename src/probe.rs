@@ -2,13 +2,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use http::{HeaderName, Request, Response};
+use bytes::Buf;
+use http::{header, HeaderName, Request, Response, Uri};
+use http_body::Body;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -16,10 +19,14 @@ use tower::timeout::Timeout;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::BoxError;
+use crate::check::{Judgement, ProbeAnswer, ProbeCheck};
+use crate::classify::{classify_error, tls_failure_of, Outcome};
+use crate::clock;
+use crate::error::{BoxError, TlsFailure, TransportKind};
 use crate::layer::HealthClassifyLayer;
 use crate::registry::{BackendHandle, HealthRegistry};
-use crate::verdict::Probe;
+use crate::sink::{HealthReport, HealthSink};
+use crate::verdict::{verdict, Credentials, Origin, Probe, Verdict};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_JITTER: f64 = 0.1;
@@ -27,7 +34,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Probes every backend of a [`HealthRegistry`] in the background, through a
 /// [`HealthClassifyLayer`] reporting to the backend's handle. Made by
-/// [`Prober::builder`] and [`ProberBuilder::spawn`].
+/// [`Prober::builder`] and [`ProberBuilder::spawn`] (probes judged by their status) or
+/// [`ProberBuilder::spawn_checked`] (probes judged by a [`ProbeCheck`], such as the MCP
+/// kinds of [`check`](crate::check)).
 ///
 /// - Every backend is probed on its own tokio task, so backends are probed concurrently
 ///   and a slow backend delays no other. The first probe is sent at once, then one every
@@ -43,13 +52,17 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 ///   [`tower::timeout::Timeout`]. The timeout ([`timeout`](ProberBuilder::timeout), 10 s
 ///   by default) sits inside the layer, so a probe that takes too long is reported as
 ///   `Transport(Timeout)` and counts against the backend. The response and its body are
-///   dropped unread.
+///   dropped unread, unless a check reads them
+///   ([`spawn_checked`](ProberBuilder::spawn_checked): one report per probe all the same,
+///   and the timeout then bounds the body's reading too).
 /// - Backends registered while the prober runs are probed at once; removed ones stop
 ///   being probed. The prober learns of both from the registry, without polling. A name
 ///   removed and registered again is a new backend: it is probed at once.
 /// - [`shutdown`](Prober::shutdown) stops every task and waits for them to end. Probes in
-///   flight are dropped: they report [`Outcome::Cancelled`](crate::Outcome::Cancelled),
-///   which counts for nothing. Dropping the `Prober` stops the tasks too, without waiting.
+///   flight are dropped: they report [`Outcome::Cancelled`](crate::Outcome::Cancelled)
+///   (checked ones report nothing), which counts for nothing. A checked probe dropped
+///   between its answer and its cleanup leaves what it opened (one MCP session) to the
+///   server's own expiry. Dropping the `Prober` stops the tasks too, without waiting.
 ///
 /// # Example
 ///
@@ -224,7 +237,8 @@ impl ProberBuilder {
         self
     }
 
-    /// Starts probing on the current tokio runtime.
+    /// Starts probing on the current tokio runtime, judging each probe by its status
+    /// alone (the `http` probe kind).
     ///
     /// `make` is called for every probe with the backend's name, and returns the service
     /// to send the probe through (unlayered: the prober adds the timeout and the
@@ -246,6 +260,79 @@ impl ProberBuilder {
         B: Send + 'static,
         RB: Send + 'static,
     {
+        self.spawn_with(ByStatus(make))
+    }
+
+    /// Starts probing on the current tokio runtime, each probe judged by the
+    /// [`ProbeCheck`] its [`ProbeCall`] carries (or by its status when it carries none):
+    /// the probe kinds of [`check`](crate::check), such as `mcp` and `oauth_metadata`,
+    /// or a kind of your own.
+    ///
+    /// As with [`spawn`](Self::spawn), `make` gives the service and the request for
+    /// every probe. A checked probe then goes like this, within the probe
+    /// [`timeout`](Self::timeout) from readiness to the last byte read:
+    ///
+    /// 1. The request goes through the classify layer, which classifies the head (or
+    ///    the error) as usual.
+    /// 2. The check judges the answer, reading up to its
+    ///    [`body_limit`](ProbeCheck::body_limit) of the body as it asks; it may try
+    ///    another URI once ([`Judgement::Retry`]).
+    /// 3. One report goes to the backend's handle, origin `Probe`: the outcome the layer
+    ///    classified, with the check's verdict (or the verdict table's, timed to the
+    ///    moment the check decided). A body that fails while it is read is reported as
+    ///    the transport failure it was, one that stalls past the timeout as `timeout`.
+    /// 4. The check's [`cleanup`](ProbeCheck::cleanup), if any, goes out unreported
+    ///    (closing the MCP session the probe opened), within a timeout of its own.
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn`](Self::spawn); a panic in a check ends the probing of that backend.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use tower::service_fn;
+    /// use tower_health_classify::check::McpCheck;
+    /// use tower_health_classify::{AuthStrategy, HealthRegistry, HealthStatus, ProbeCall, Prober};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = HealthRegistry::default();
+    /// let mut transitions = registry.subscribe();
+    /// registry.register("tools", AuthStrategy::Unauthenticated);
+    ///
+    /// let prober = Prober::builder(registry.clone()).spawn_checked(|_backend: &str| {
+    ///     // Stands in for a client of an MCP server at http://tools.internal/mcp.
+    ///     let server = service_fn(|_req: Request<String>| async {
+    ///         let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"tools","version":"1"}}}"#;
+    ///         Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(answer))))
+    ///     });
+    ///     let request = McpCheck::request("http://tools.internal/mcp".parse().unwrap());
+    ///     Some(ProbeCall::new(server, request).check(McpCheck))
+    /// });
+    ///
+    /// let transition = transitions.recv().await.unwrap();
+    /// assert_eq!(transition.to, HealthStatus::Healthy);
+    /// prober.shutdown().await;
+    /// # }
+    /// ```
+    pub fn spawn_checked<F, S, B, RB>(self, make: F) -> Prober
+    where
+        F: Fn(&str) -> Option<ProbeCall<S, B>> + Send + Sync + 'static,
+        S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: Send + 'static,
+        RB: Body + Send + 'static,
+        RB::Data: Send,
+        RB::Error: Into<BoxError>,
+    {
+        self.spawn_with(Checked(make))
+    }
+
+    fn spawn_with<F: MakeProbe>(self, make: F) -> Prober {
         let (stop, stopped) = oneshot::channel();
         let config = Arc::new(Config {
             make,
@@ -299,16 +386,8 @@ impl Drop for BackendTask {
     }
 }
 
-impl<F> Supervisor<F> {
-    async fn run<S, B, RB>(mut self, mut stopped: oneshot::Receiver<()>)
-    where
-        F: Fn(&str) -> Option<(S, Request<B>)> + Send + Sync + 'static,
-        S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Into<BoxError>,
-        B: Send + 'static,
-        RB: Send + 'static,
-    {
+impl<F: MakeProbe> Supervisor<F> {
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
         let mut membership = self.registry.membership();
         loop {
             // Seen before the backends are read: a change made after the read wakes us.
@@ -337,15 +416,7 @@ impl<F> Supervisor<F> {
     }
 
     /// Starts a task for every new backend and stops the tasks of removed ones.
-    fn reconcile<S, B, RB>(&mut self)
-    where
-        F: Fn(&str) -> Option<(S, Request<B>)> + Send + Sync + 'static,
-        S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
-        S::Future: Send,
-        S::Error: Into<BoxError>,
-        B: Send + 'static,
-        RB: Send + 'static,
-    {
+    fn reconcile(&mut self) {
         let mut previous = std::mem::take(&mut self.tasks);
         for handle in self.registry.handles() {
             let name = handle.backend.name.clone();
@@ -379,15 +450,11 @@ impl<F> Supervisor<F> {
 }
 
 /// Probes one backend until its task is aborted or the backend is removed.
-async fn probe_backend<F, S, B, RB>(
+async fn probe_backend<F: MakeProbe>(
     handle: BackendHandle,
     config: Arc<Config<F>>,
     mut jitter: Jitter,
-) where
-    F: Fn(&str) -> Option<(S, Request<B>)>,
-    S: Service<Request<B>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
-{
+) {
     let layer = config.credential_headers.iter().cloned().fold(
         HealthClassifyLayer::new(handle.clone())
             .pass_through_auth()
@@ -415,32 +482,429 @@ async fn probe_backend<F, S, B, RB>(
     }
 }
 
-/// Sends one probe through the layer; whatever happened was reported by the layer.
-async fn probe_once<F, S, B, RB>(
+/// Sends one probe through the layer; one report, made by the layer or for it.
+async fn probe_once<F: MakeProbe>(
     handle: &BackendHandle,
     layer: &HealthClassifyLayer<BackendHandle>,
     config: &Config<F>,
+) {
+    config.make.probe(handle, layer, config.timeout).await;
+}
+
+/// What a prober's `make` is: one of [`spawn`](ProberBuilder::spawn) (probes judged by
+/// their status) or one of [`spawn_checked`](ProberBuilder::spawn_checked).
+trait MakeProbe: Send + Sync + 'static {
+    fn probe<'a>(
+        &'a self,
+        handle: &'a BackendHandle,
+        layer: &'a HealthClassifyLayer<BackendHandle>,
+        timeout: Duration,
+    ) -> impl Future<Output = ()> + Send + 'a;
+}
+
+/// The `make` of [`spawn`](ProberBuilder::spawn).
+struct ByStatus<F>(F);
+
+impl<F, S, B, RB> MakeProbe for ByStatus<F>
+where
+    F: Fn(&str) -> Option<(S, Request<B>)> + Send + Sync + 'static,
+    S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+    RB: Send + 'static,
+{
+    async fn probe(
+        &self,
+        handle: &BackendHandle,
+        layer: &HealthClassifyLayer<BackendHandle>,
+        timeout: Duration,
+    ) {
+        if let Some((service, request)) = (self.0)(handle.name()) {
+            by_status(handle, layer, service, request, timeout).await;
+        }
+    }
+}
+
+/// The `make` of [`spawn_checked`](ProberBuilder::spawn_checked).
+struct Checked<F>(F);
+
+impl<F, S, B, RB> MakeProbe for Checked<F>
+where
+    F: Fn(&str) -> Option<ProbeCall<S, B>> + Send + Sync + 'static,
+    S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    async fn probe(
+        &self,
+        handle: &BackendHandle,
+        layer: &HealthClassifyLayer<BackendHandle>,
+        timeout: Duration,
+    ) {
+        let Some(call) = (self.0)(handle.name()) else {
+            return;
+        };
+        match call.check {
+            None => by_status(handle, layer, call.service, call.request, timeout).await,
+            Some(check) => {
+                checked(handle, layer, call.service, call.request, check, timeout).await;
+            }
+        }
+    }
+}
+
+/// A probe judged by its status: the layer reports whatever happened.
+async fn by_status<S, B, RB>(
+    handle: &BackendHandle,
+    layer: &HealthClassifyLayer<BackendHandle>,
+    service: S,
+    mut request: Request<B>,
+    timeout: Duration,
 ) where
-    F: Fn(&str) -> Option<(S, Request<B>)>,
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
 {
-    let Some((service, mut request)) = (config.make)(handle.name()) else {
-        return;
-    };
     request.extensions_mut().insert(Probe);
-    let mut service = layer.layer(Timeout::new(service, config.timeout));
+    let mut service = layer.layer(Timeout::new(service, timeout));
     // `Timeout` bounds the call only; readiness gets the same bound here.
-    match tokio::time::timeout(config.timeout, poll_fn(|cx| service.poll_ready(cx))).await {
+    match tokio::time::timeout(timeout, poll_fn(|cx| service.poll_ready(cx))).await {
         // Whatever came back was reported by the layer; the body is not wanted.
         Ok(Ok(())) => drop(service.call(request).await),
         // Classified and reported by the layer.
         Ok(Err(_)) => {}
-        Err(_) => tracing::debug!(
+        Err(_) => not_ready(handle),
+    }
+}
+
+fn not_ready(handle: &BackendHandle) {
+    tracing::debug!(
+        target: "tower_health_classify",
+        backend = %handle.name().escape_debug(),
+        "probe service not ready within the timeout; probe skipped"
+    );
+}
+
+/// How a checked probe ended, before it is reported.
+enum Decision {
+    /// The layer's outcome, with the check's verdict or (`None`) the verdict table's.
+    Judged(Option<Verdict>),
+    /// Send the probe to this URI instead.
+    Retry(Uri),
+    /// The body failed or stalled: this outcome instead of the layer's.
+    Failed(Outcome, Option<TlsFailure>),
+}
+
+/// A probe judged by `check`: through the layer (which reports to `capture`, not to the
+/// backend), then the check, then one report to the backend, then the cleanup.
+async fn checked<S, B, RB>(
+    handle: &BackendHandle,
+    layer: &HealthClassifyLayer<BackendHandle>,
+    service: S,
+    mut request: Request<B>,
+    check: CheckOf<B>,
+    timeout: Duration,
+) where
+    S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+    RB: Body,
+    RB::Error: Into<BoxError>,
+{
+    // One deadline for everything up to the last byte read. It sits outside the layer:
+    // a probe it ends is reported as the timeout it was, not as the cancellation the
+    // layer saw.
+    let deadline = Instant::now() + timeout;
+    let capture = Capture::default();
+    let mut service = layer.with_sink(capture.clone()).layer(service);
+    request.extensions_mut().insert(Probe);
+    let (parts, body) = request.into_parts();
+    // For a retry and the cleanup: the probe's method, headers (its credentials) and
+    // extensions.
+    let template = parts.clone();
+    let mut request = Request::from_parts(parts, body);
+    let started = clock::now();
+    let mut retried = false;
+    loop {
+        let uri = request.uri().clone();
+        match tokio::time::timeout_at(deadline, poll_fn(|cx| service.poll_ready(cx))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return capture.forward(handle, started, Forward::AsCaptured),
+            Err(_) => return not_ready(handle),
+        }
+        let response = match tokio::time::timeout_at(deadline, service.call(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(_)) => return capture.forward(handle, started, Forward::AsCaptured),
+            Err(_) => return capture.forward(handle, started, Forward::TimedOut),
+        };
+        let (head, body) = response.into_parts();
+        let mut body = pin!(body);
+        let layer_verdict = capture.verdict(handle);
+        let limit = check.check.body_limit();
+        let mut read = Vec::new();
+        let mut complete = false;
+        let decision = loop {
+            let answer = ProbeAnswer::new(&uri, head.status, &head.headers, layer_verdict)
+                .with_body(&read, complete);
+            match check.check.judge(&answer) {
+                Judgement::ReadBody if !complete => {}
+                Judgement::Verdict(verdict) => break Decision::Judged(Some(verdict)),
+                Judgement::Retry(next) if !retried => break Decision::Retry(next),
+                // Keep, a body read to its end, a second retry.
+                _ => break Decision::Judged(None),
+            }
+            let frame = poll_fn(|cx| body.as_mut().poll_frame(cx));
+            match tokio::time::timeout_at(deadline, frame).await {
+                Err(_) => break Decision::Failed(Outcome::Transport(TransportKind::Timeout), None),
+                Ok(None) => complete = true,
+                Ok(Some(Err(error))) => {
+                    let error: BoxError = error.into();
+                    let outcome = classify_error(&*error);
+                    let tls = tls_failure_of(&outcome, &*error);
+                    break Decision::Failed(outcome, tls);
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(mut data) = frame.into_data() {
+                        while data.has_remaining() && read.len() < limit {
+                            let chunk = data.chunk();
+                            let take = chunk.len().min(limit - read.len());
+                            read.extend_from_slice(&chunk[..take]);
+                            data.advance(take);
+                        }
+                        complete |= read.len() >= limit;
+                    }
+                }
+            }
+        };
+        let forward = match decision {
+            Decision::Retry(next) => {
+                retried = true;
+                let mut parts = template.clone();
+                parts.uri = next;
+                request = Request::from_parts(parts, (check.empty)());
+                continue;
+            }
+            Decision::Judged(verdict) => Forward::Judged(verdict),
+            Decision::Failed(outcome, tls) => Forward::Failed(outcome, tls),
+        };
+        capture.forward(handle, started, forward);
+        let answer = ProbeAnswer::new(&uri, head.status, &head.headers, layer_verdict)
+            .with_body(&read, complete);
+        if let Some(cleanup) = check.check.cleanup(&answer) {
+            let mut parts = template;
+            parts.method = cleanup.method;
+            parts.uri = uri;
+            // The cleanup has no body.
+            parts.headers.remove(header::CONTENT_TYPE);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.extend(cleanup.headers);
+            let request = Request::from_parts(parts, (check.empty)());
+            // Below the layer: a cleanup is not a probe and is not reported. On a task of
+            // its own, so that stopping the prober now does not leave the session open.
+            let inner = service.into_inner();
+            tokio::spawn(clean_up(handle.clone(), inner, request, timeout));
+        }
+        return;
+    }
+}
+
+/// Sends a check's cleanup request; whatever happens is only logged.
+async fn clean_up<S, B>(
+    handle: BackendHandle,
+    mut service: S,
+    request: Request<B>,
+    timeout: Duration,
+) where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    let sent = tokio::time::timeout(timeout, async {
+        poll_fn(|cx| service.poll_ready(cx)).await?;
+        service.call(request).await
+    })
+    .await;
+    let backend = handle.name().escape_debug();
+    match sent {
+        Ok(Ok(_)) => {
+            tracing::debug!(target: "tower_health_classify", %backend, "probe cleanup sent")
+        }
+        Ok(Err(error)) => tracing::debug!(
             target: "tower_health_classify",
-            backend = %handle.name().escape_debug(),
-            "probe service not ready within the timeout; probe skipped"
+            %backend,
+            outcome = classify_error(&*error.into()).as_str(),
+            "probe cleanup failed"
         ),
+        Err(_) => {
+            tracing::debug!(target: "tower_health_classify", %backend, "probe cleanup timed out")
+        }
+    }
+}
+
+/// One probe of one backend, for [`spawn_checked`](ProberBuilder::spawn_checked): the
+/// service to send it through, the request, and how to judge the answer.
+///
+/// # Example
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use tower::service_fn;
+/// use tower_health_classify::check::OAuthMetadataCheck;
+/// use tower_health_classify::ProbeCall;
+///
+/// let client = service_fn(|_req: Request<String>| async {
+///     Ok::<_, Infallible>(Response::new(String::new()))
+/// });
+/// let check = OAuthMetadataCheck::new("http://127.0.0.1:9001/mcp".parse().unwrap());
+/// let call = ProbeCall::new(client, check.request::<String>()).check(check);
+/// # let _ = call;
+/// ```
+pub struct ProbeCall<S, B> {
+    service: S,
+    request: Request<B>,
+    check: Option<CheckOf<B>>,
+}
+
+/// A check, and how to make the empty body of a retry or a cleanup.
+struct CheckOf<B> {
+    check: Box<dyn ProbeCheck>,
+    empty: fn() -> B,
+}
+
+impl<S, B> ProbeCall<S, B> {
+    /// A probe sending `request` through `service`, judged by its status alone (the
+    /// `http` kind) unless a [`check`](Self::check) is added.
+    pub fn new(service: S, request: Request<B>) -> Self {
+        ProbeCall {
+            service,
+            request,
+            check: None,
+        }
+    }
+
+    /// Judged by `check` (a retry or a cleanup it asks for is sent with an empty body,
+    /// hence `B: Default`).
+    pub fn check(mut self, check: impl ProbeCheck) -> Self
+    where
+        B: Default,
+    {
+        self.check = Some(CheckOf {
+            check: Box::new(check),
+            empty: B::default,
+        });
+        self
+    }
+}
+
+impl<S, B> fmt::Debug for ProbeCall<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The path only: headers, userinfo and queries may carry credentials.
+        f.debug_struct("ProbeCall")
+            .field("method", self.request.method())
+            .field("path", &self.request.uri().path())
+            .field("checked", &self.check.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sink of a checked probe's layer: keeps the layer's report for the prober, which
+/// reports once the check has decided.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Option<Captured>>>);
+
+struct Captured {
+    outcome: Outcome,
+    credentials: Credentials,
+    origin: Origin,
+    tls_failure: Option<TlsFailure>,
+}
+
+/// What the prober reports for a checked probe.
+enum Forward {
+    /// The layer's report as it was (an inner error).
+    AsCaptured,
+    /// The layer's outcome with the check's verdict, or the verdict table's.
+    Judged(Option<Verdict>),
+    /// Another outcome: the body failed.
+    Failed(Outcome, Option<TlsFailure>),
+    /// The deadline ended the exchange before the head.
+    TimedOut,
+}
+
+impl Capture {
+    fn take(&self) -> Option<Captured> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// The verdict table's verdict on the captured head.
+    fn verdict(&self, handle: &BackendHandle) -> Option<Verdict> {
+        let captured = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let captured = captured.as_ref()?;
+        verdict(
+            &captured.outcome,
+            &handle.strategy(),
+            captured.credentials,
+            captured.origin,
+            Duration::ZERO,
+            handle.slow_threshold(),
+        )
+    }
+
+    /// The one report of the probe, to the backend's handle.
+    fn forward(&self, handle: &BackendHandle, started: clock::Stamp, forward: Forward) {
+        let Some(captured) = self.take() else {
+            // The layer reports every exchange it saw; nothing to forward otherwise.
+            return;
+        };
+        let (outcome, tls_failure, judged) = match forward {
+            Forward::AsCaptured => (captured.outcome, captured.tls_failure, None),
+            Forward::Judged(judged) => (captured.outcome, captured.tls_failure, judged),
+            Forward::Failed(outcome, tls) => (outcome, tls, None),
+            Forward::TimedOut => (Outcome::Transport(TransportKind::Timeout), None, None),
+        };
+        let ended = clock::now();
+        let latency = ended.since(started);
+        let strategy = handle.strategy();
+        let table = verdict(
+            &outcome,
+            &strategy,
+            captured.credentials,
+            captured.origin,
+            latency,
+            handle.slow_threshold(),
+        );
+        handle.report(&HealthReport {
+            outcome: &outcome,
+            verdict: judged.or(table),
+            strategy: &strategy,
+            credentials: captured.credentials,
+            origin: captured.origin,
+            latency,
+            tls_failure,
+            ended: Some(ended),
+        });
+    }
+}
+
+impl HealthSink for Capture {
+    fn strategy(&self) -> crate::verdict::AuthStrategy {
+        // Only the verdict of the captured report would use it, and that is judged
+        // again when it is forwarded.
+        crate::verdict::AuthStrategy::Unauthenticated
+    }
+
+    fn report(&self, report: &HealthReport<'_>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Captured {
+            outcome: report.outcome.clone(),
+            credentials: report.credentials,
+            origin: report.origin,
+            tls_failure: report.tls_failure,
+        });
     }
 }
 

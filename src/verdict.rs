@@ -272,6 +272,14 @@ pub enum Reason {
     /// chose the path, the method and (for forwarded tokens) the token, so the answer
     /// never counts against the backend; it asks for a probe, which decides.
     RequestDenied,
+    /// A probe's answer was a JSON-RPC error: the MCP server refused `initialize`.
+    JsonRpcError,
+    /// A probe's `200` answer was not MCP: an HTML page, plain text, other JSON.
+    NotMcp,
+    /// A probe got no RFC 9728 metadata document: not JSON, or no `resource`.
+    InvalidMetadata,
+    /// A probe got RFC 9728 metadata naming another resource than the backend.
+    ResourceMismatch,
     /// No complete response.
     Transport(TransportKind),
 }
@@ -293,6 +301,10 @@ impl Reason {
             Reason::UnexpectedStatus => "unexpected_status",
             Reason::ServerError => "server_error",
             Reason::RequestDenied => "request_denied",
+            Reason::JsonRpcError => "jsonrpc_error",
+            Reason::NotMcp => "not_mcp",
+            Reason::InvalidMetadata => "invalid_metadata",
+            Reason::ResourceMismatch => "resource_mismatch",
             Reason::Transport(kind) => kind.as_str(),
         }
     }
@@ -832,5 +844,21 @@ mod tests {
             "connect_timeout"
         );
         assert_eq!(HealthStatus::Unauthenticated.to_string(), "unauthenticated");
+        let probe_reasons = [
+            Reason::JsonRpcError,
+            Reason::NotMcp,
+            Reason::InvalidMetadata,
+            Reason::ResourceMismatch,
+        ]
+        .map(Reason::as_str);
+        assert_eq!(
+            probe_reasons,
+            [
+                "jsonrpc_error",
+                "not_mcp",
+                "invalid_metadata",
+                "resource_mismatch"
+            ]
+        );
     }
 }

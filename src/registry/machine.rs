@@ -177,7 +177,7 @@ pub(crate) const TRANSPORT_KINDS: [TransportKind; 10] = [
     TransportKind::Other,
 ];
 
-const REASONS: [Reason; 12] = [
+const REASONS: [Reason; 16] = [
     Reason::Ok,
     Reason::Slow,
     Reason::NoAuthConfigured,
@@ -190,6 +190,10 @@ const REASONS: [Reason; 12] = [
     Reason::UnexpectedStatus,
     Reason::ServerError,
     Reason::RequestDenied,
+    Reason::JsonRpcError,
+    Reason::NotMcp,
+    Reason::InvalidMetadata,
+    Reason::ResourceMismatch,
 ];
 
 /// 0 means "no reason yet"; then the plain reasons in the order of `REASONS`; then one
@@ -210,8 +214,12 @@ pub(crate) fn reason_code(reason: Reason) -> u8 {
         Reason::UnexpectedStatus => 10,
         Reason::ServerError => 11,
         Reason::RequestDenied => 12,
+        Reason::JsonRpcError => 13,
+        Reason::NotMcp => 14,
+        Reason::InvalidMetadata => 15,
+        Reason::ResourceMismatch => 16,
         Reason::Transport(kind) => {
-            13 + match kind {
+            17 + match kind {
                 TransportKind::ConnectionRefused => 0,
                 TransportKind::Dns => 1,
                 TransportKind::ConnectTimeout => 2,
