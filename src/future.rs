@@ -14,7 +14,7 @@ use crate::body::{ClassifyBody, HeadOnly, ResponseBody};
 use crate::classify::{tls_failure_of, Classifier, Outcome};
 use crate::clock::{self, Stamp};
 use crate::error::{BackendError, BoxError, TlsFailure};
-use crate::sink::{ExchangeReport, HealthSink};
+use crate::sink::{judge_and_report, Facts, HealthSink};
 use crate::verdict::{Credentials, Origin, Verdict};
 
 pin_project! {
@@ -173,24 +173,22 @@ pub(crate) struct Exchange<'a, K, C> {
 }
 
 impl<K: HealthSink, C> Exchange<'_, K, C> {
-    /// The report of `outcome`, for [`report`](Self::report) and
-    /// [`judged_report`](Self::judged_report) to send.
+    /// What the report of this exchange says besides its outcome, for
+    /// [`report`](Self::report) and [`judged_report`](Self::judged_report) to send.
     #[inline]
-    fn exchange_report<'o>(
-        &self,
-        outcome: &'o Outcome,
-        tls_failure: Option<TlsFailure>,
-    ) -> ExchangeReport<'o> {
+    fn facts(&self, outcome: &Outcome, tls_failure: Option<TlsFailure>) -> Facts {
         let credentials = match (self.credentials, outcome) {
             (Some(credentials), _) => credentials,
             (None, Outcome::Auth(auth)) if auth.credentials_sent() => Credentials::Sent,
             (None, _) => Credentials::NotSent,
         };
-        ExchangeReport::new(outcome)
-            .credentials(credentials)
-            .origin(self.origin)
-            .latency(self.latency)
-            .tls_failure(tls_failure)
+        Facts {
+            credentials,
+            origin: self.origin,
+            latency: self.latency,
+            tls_failure,
+            ended: Some(self.ended),
+        }
     }
 
     /// Reports to the sink. A sink that panics loses its report, never the caller's
@@ -199,8 +197,7 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
     #[inline]
     fn report(&self, outcome: &Outcome, tls_failure: Option<TlsFailure>) {
         let reported = panic::catch_unwind(AssertUnwindSafe(|| {
-            self.exchange_report(outcome, tls_failure)
-                .report_ended(self.sink, Some(self.ended));
+            judge_and_report(self.sink, outcome, self.facts(outcome, tls_failure));
         }));
         if reported.is_err() {
             sink_panicked(outcome);
@@ -212,8 +209,7 @@ impl<K: HealthSink, C> Exchange<'_, K, C> {
     /// default path, which never needs it, about 30 instructions.
     fn judged_report(&self, outcome: &Outcome) -> Option<Verdict> {
         let reported = panic::catch_unwind(AssertUnwindSafe(|| {
-            self.exchange_report(outcome, None)
-                .report_ended(self.sink, Some(self.ended))
+            judge_and_report(self.sink, outcome, self.facts(outcome, None))
         }));
         reported.unwrap_or_else(|_| {
             sink_panicked(outcome);

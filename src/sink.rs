@@ -100,27 +100,31 @@ pub struct HealthReport<'a> {
 #[must_use = "nothing is reported until `report` is called"]
 pub struct ExchangeReport<'a> {
     outcome: Cow<'a, Outcome>,
-    credentials: Credentials,
-    origin: Origin,
-    latency: Duration,
-    tls_failure: Option<TlsFailure>,
+    facts: Facts,
+}
+
+/// What a report says besides the outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Facts {
+    pub(crate) credentials: Credentials,
+    pub(crate) origin: Origin,
+    pub(crate) latency: Duration,
+    /// `Some` exactly when the outcome is `Transport(Tls)`.
+    pub(crate) tls_failure: Option<TlsFailure>,
+    /// The layer's clock reading of the end; `None` in reports made by hand.
+    pub(crate) ended: Option<Stamp>,
 }
 
 impl<'a> ExchangeReport<'a> {
     /// An exchange whose outcome is `outcome`.
-    #[inline]
     pub fn new(outcome: &'a Outcome) -> Self {
         Self::of(Cow::Borrowed(outcome))
     }
 
-    #[inline]
     fn of(outcome: Cow<'a, Outcome>) -> Self {
         ExchangeReport {
             outcome,
-            credentials: Credentials::NotSent,
-            origin: Origin::Traffic,
-            latency: Duration::ZERO,
-            tls_failure: None,
+            facts: Facts::default(),
         }
     }
 
@@ -141,31 +145,27 @@ impl<'a> ExchangeReport<'a> {
     }
 
     /// Whether the request carried credentials.
-    #[inline]
     pub fn credentials(mut self, credentials: Credentials) -> Self {
-        self.credentials = credentials;
+        self.facts.credentials = credentials;
         self
     }
 
     /// Whether the request was a probe.
-    #[inline]
     pub fn origin(mut self, origin: Origin) -> Self {
-        self.origin = origin;
+        self.facts.origin = origin;
         self
     }
 
     /// How long the exchange took, from sending to the response head or the error.
-    #[inline]
     pub fn latency(mut self, latency: Duration) -> Self {
-        self.latency = latency;
+        self.facts.latency = latency;
         self
     }
 
     /// Why the TLS handshake failed. Only a `Transport(Tls)` outcome carries a cause: for
     /// one, `None` reports [`TlsFailure::Other`]; for any other outcome this is ignored.
-    #[inline]
     pub fn tls_failure(mut self, failure: Option<TlsFailure>) -> Self {
-        self.tls_failure = failure;
+        self.facts.tls_failure = failure;
         self
     }
 
@@ -173,44 +173,51 @@ impl<'a> ExchangeReport<'a> {
     /// returns the verdict (`None` for `Cancelled` and `Local` outcomes, which never
     /// count).
     pub fn report<K: HealthSink + ?Sized>(&self, sink: &K) -> Option<Verdict> {
-        self.report_ended(sink, None)
-    }
-
-    /// [`report`](Self::report), with the layer's clock reading of the end.
-    #[inline]
-    pub(crate) fn report_ended<K: HealthSink + ?Sized>(
-        &self,
-        sink: &K,
-        ended: Option<Stamp>,
-    ) -> Option<Verdict> {
-        let outcome = &*self.outcome;
-        let strategy = sink.strategy();
-        let verdict = verdict(
-            outcome,
-            &strategy,
-            self.credentials,
-            self.origin,
-            self.latency,
-            sink.slow_threshold(),
-        );
-        let tls_failure = match outcome {
+        let tls_failure = match *self.outcome {
             Outcome::Transport(TransportKind::Tls) => {
-                Some(self.tls_failure.unwrap_or(TlsFailure::Other))
+                Some(self.facts.tls_failure.unwrap_or(TlsFailure::Other))
             }
             _ => None,
         };
-        sink.report(&HealthReport {
-            outcome,
-            verdict,
-            strategy: &strategy,
-            credentials: self.credentials,
-            origin: self.origin,
-            latency: self.latency,
-            tls_failure,
-            ended,
-        });
-        verdict
+        judge_and_report(
+            sink,
+            &self.outcome,
+            Facts {
+                tls_failure,
+                ..self.facts
+            },
+        )
     }
+}
+
+/// Judges one exchange with the sink's strategy and slow threshold and hands the sink
+/// its report: the layer's path, and [`ExchangeReport`]'s.
+#[inline]
+pub(crate) fn judge_and_report<K: HealthSink + ?Sized>(
+    sink: &K,
+    outcome: &Outcome,
+    facts: Facts,
+) -> Option<Verdict> {
+    let strategy = sink.strategy();
+    let verdict = verdict(
+        outcome,
+        &strategy,
+        facts.credentials,
+        facts.origin,
+        facts.latency,
+        sink.slow_threshold(),
+    );
+    sink.report(&HealthReport {
+        outcome,
+        verdict,
+        strategy: &strategy,
+        credentials: facts.credentials,
+        origin: facts.origin,
+        latency: facts.latency,
+        tls_failure: facts.tls_failure,
+        ended: facts.ended,
+    });
+    verdict
 }
 
 /// Receives one report per exchange and knows how the gateway authenticates to the
