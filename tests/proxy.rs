@@ -38,6 +38,8 @@ mod token;
 
 #[path = "proxy/backends.rs"]
 mod backends;
+#[path = "support/tls.rs"]
+mod tls_support;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -1202,4 +1204,169 @@ async fn the_demo_shows_each_backend_as_it_is() {
         get(&url(&gateway, "/github/")).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+// === https backends ===
+
+/// Answers with the HTTP version the request arrived in.
+fn version_router() -> Router {
+    Router::new().fallback(any(|request: Request<Body>| async move {
+        format!("{:?}", request.version())
+    }))
+}
+
+fn challenge_router() -> Router {
+    Router::new().fallback(any(|| async {
+        challenge(&Seen {
+            method: Method::GET,
+            uri: String::new(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        })
+    }))
+}
+
+#[tokio::test]
+async fn https_backends_through_the_proxy_with_a_ca_file() {
+    use tls_support::Backend;
+    let pki = tls_support::Pki::new();
+    let ca = config::tests::TempFile::new("proxy-ca.pem", pki.ca_pem().as_bytes());
+    let extra = format!("ca_file = '{}'\n", ca.path());
+    let (valid, _) = tls_support::serve(&pki, Backend::Valid, version_router()).await;
+    let (oauth, _) = tls_support::serve(&pki, Backend::Valid, challenge_router()).await;
+    let mut toml = format!(
+        "{ONCE}{}{}",
+        backend(
+            "valid",
+            &format!("https://{valid}"),
+            "unauthenticated",
+            &extra
+        ),
+        backend(
+            "oauth",
+            &format!("https://{oauth}"),
+            "upstream_inject",
+            &extra
+        ),
+    );
+    // (backend, the cause the caller's 502 names)
+    let failing = [
+        ("expired", Backend::Expired, "certificate expired"),
+        ("early", Backend::NotYetValid, "certificate not yet valid"),
+        (
+            "renamed",
+            Backend::OtherName,
+            "certificate not valid for the host name",
+        ),
+        (
+            "selfsigned",
+            Backend::SelfSigned,
+            "certificate from an unknown issuer",
+        ),
+        (
+            "mtls",
+            Backend::ClientCertRequired,
+            "client certificate required",
+        ),
+        ("plain", Backend::PlainHttp, "the peer does not speak tls"),
+    ];
+    for (name, kind, _) in failing {
+        let (addr, _) = tls_support::serve(&pki, kind, version_router()).await;
+        toml.push_str(&backend(
+            name,
+            &format!("https://{addr}"),
+            "unauthenticated",
+            &extra,
+        ));
+    }
+    let gateway = start(&toml, &[]).await;
+
+    // HTTP/2 to the backend through ALPN, whatever the caller spoke.
+    let answer = get(&url(&gateway, "/valid/")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body, "HTTP/2.0");
+    // A challenge over https reaches the caller and is judged as over http.
+    let answer = get(&url(&gateway, "/oauth/mcp")).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.headers[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer resource_metadata="));
+    wait_status(&gateway, "valid", HealthStatus::Healthy).await;
+    wait_status(&gateway, "oauth", HealthStatus::Healthy).await;
+
+    for (name, _, cause) in failing {
+        let answer = get(&url(&gateway, &format!("/{name}/x"))).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_GATEWAY,
+            "{name}: {}",
+            answer.body
+        );
+        let json = answer.json();
+        assert_eq!(json["reason"], "tls", "{name}: {json}");
+        assert_eq!(
+            json["message"],
+            format!("the TLS handshake with the backend failed: {cause}"),
+            "{name}"
+        );
+        wait_status(&gateway, name, HealthStatus::Unhealthy).await;
+    }
+
+    let json = get(&url(&gateway, "/health/backends")).await.json();
+    let backends: HashMap<&str, &serde_json::Value> = json["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap(), b))
+        .collect();
+    assert_eq!(backends["valid"]["reason"], "ok");
+    assert_eq!(backends["oauth"]["reason"], "expected_challenge");
+    for (name, ..) in failing {
+        let health = backends[name];
+        assert_eq!(health["status"], "unhealthy", "{name}: {health}");
+        assert_eq!(health["reason"], "tls", "{name}: {health}");
+        assert_eq!(health["last_outcome"], "transport", "{name}: {health}");
+        assert!(
+            health["last_error"].as_str().unwrap().contains("tls"),
+            "{name}: {health}"
+        );
+    }
+    // No certificate bytes anywhere: not the CA's, not in any form.
+    let body = get(&url(&gateway, "/health/backends")).await.body;
+    let ca_base64: String = pki.ca_pem().lines().nth(1).unwrap().to_owned();
+    assert!(!body.contains(&ca_base64), "{body}");
+    gateway.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn without_a_ca_file_a_private_ca_is_an_unknown_issuer_and_http_is_unchanged() {
+    let pki = tls_support::Pki::new();
+    let (private, _) =
+        tls_support::serve(&pki, tls_support::Backend::Valid, version_router()).await;
+    let (plain, _) = recording(ok).await;
+    let toml = format!(
+        "{ONCE}{}{}",
+        backend(
+            "private",
+            &format!("https://{private}"),
+            "unauthenticated",
+            ""
+        ),
+        backend("plain", &plain.url(), "unauthenticated", ""),
+    );
+    let gateway = start(&toml, &[]).await;
+    // The built-in roots are Mozilla's: a CA made in this test is not among them.
+    let answer = get(&url(&gateway, "/private/")).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        answer.json()["message"],
+        "the TLS handshake with the backend failed: certificate from an unknown issuer"
+    );
+    let answer = get(&url(&gateway, "/plain/")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "ok");
+    wait_status(&gateway, "private", HealthStatus::Unhealthy).await;
+    wait_status(&gateway, "plain", HealthStatus::Healthy).await;
+    gateway.shutdown(Duration::from_secs(1)).await;
 }

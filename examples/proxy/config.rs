@@ -21,9 +21,10 @@
 //! reminder_max = "1h"
 //! [[backends]]
 //! name = "github"                # the route: /github/...
-//! url = "http://127.0.0.1:9001"  # http only; a base path is kept (http://host/api)
+//! url = "http://127.0.0.1:9001"  # http:// or https://; a base path is kept (http://host/api)
 //! strategy = "upstream_inject"   # unauthenticated | header_injection | token_exchange | upstream_inject
 //! timeout = "30s"                # optional: how long a proxied request may wait for the response head
+//! ca_file = "certs/private-ca.pem" # optional, https only: trust these CAs (PEM) instead of the built-in roots
 //! # header_injection: header = "x-api-key", value_env = "GITHUB_KEY"
 //! # token_exchange:   token_url = "http://...", client_id = "...", client_secret_env = "...",
 //! #                   scope = "...", client_auth = "basic" (default) or "post"
@@ -35,7 +36,15 @@
 //! ```
 //!
 //! Secrets are never in the file: `value_env` and `client_secret_env` name environment
-//! variables, read once at start. Every error names the key (`backends[1].strategy`) and,
+//! variables, read once at start.
+//!
+//! `https://` backends are checked against Mozilla's root certificates, compiled into the
+//! proxy (webpki-roots), not against the system's store: the same trust on every machine
+//! and in minimal containers that have no CA bundle. A backend with a private CA names
+//! it in `ca_file`, a PEM bundle read at start (relative paths from the working
+//! directory); only those certificates are then trusted for that backend, its token
+//! endpoint included. A missing or unreadable file, or one with no usable certificate,
+//! is a configuration error like any other. Every error names the key (`backends[1].strategy`) and,
 //! where it is known, the line; it never quotes a line of the file, so a secret pasted
 //! into it by mistake is not echoed to a log.
 
@@ -47,6 +56,9 @@ use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 use serde::Deserialize;
 use toml::Spanned;
 use tower_health_classify::Policy;
@@ -109,6 +121,26 @@ pub(crate) struct BackendConfig {
     pub(crate) probe: ProbeConfig,
     /// How long a proxied request waits for the response head (the body may stream on).
     pub(crate) timeout: Duration,
+    /// The CAs trusted for this backend's `https://` connections, when not the built-in
+    /// roots.
+    pub(crate) ca: Option<CaFile>,
+}
+
+/// A `ca_file`, read and checked.
+#[derive(Clone)]
+pub(crate) struct CaFile {
+    pub(crate) path: String,
+    pub(crate) roots: Arc<RootCertStore>,
+}
+
+/// The path and how many CAs, never the certificates themselves.
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaFile")
+            .field("path", &self.path)
+            .field("certificates", &self.roots.len())
+            .finish()
+    }
 }
 
 /// How the proxy authenticates to a backend, with the secrets read from the environment.
@@ -250,6 +282,7 @@ struct RawBackend {
     client_secret_env: Option<Spanned<String>>,
     scope: Option<Spanned<String>>,
     client_auth: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
     probe: Option<RawProbe>,
 }
 
@@ -534,12 +567,37 @@ fn backend(
         None => ProbeConfig::default(),
         Some(probe) => probe_config(&format!("{key}.probe"), probe, at)?,
     };
+    let ca = match &raw.ca_file {
+        None => None,
+        Some(path) => {
+            let ca_key = format!("{key}.ca_file");
+            let token_url = match &strategy {
+                StrategyConfig::TokenExchange { token_url, .. } => Some(token_url),
+                _ => None,
+            };
+            let https = |uri: &Uri| uri.scheme() == Some(&Scheme::HTTPS);
+            if !https(&url) && !token_url.is_some_and(https) {
+                return Err(at.error(
+                    ca_key,
+                    path,
+                    "only used for https:// connections, and this backend makes none",
+                ));
+            }
+            let roots =
+                ca_file(path.get_ref()).map_err(|message| at.error(ca_key, path, message))?;
+            Some(CaFile {
+                path: path.get_ref().clone(),
+                roots: Arc::new(roots),
+            })
+        }
+    };
     Ok(BackendConfig {
         name: name.clone(),
         url,
         strategy,
         probe,
         timeout,
+        ca,
     })
 }
 
@@ -601,17 +659,14 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An `http://` URL with a host; userinfo, query and fragment refused.
+/// An `http://` or `https://` URL with a host; userinfo, query and fragment refused.
 fn http_url(value: &str) -> Result<Uri, String> {
     let uri: Uri = value
         .parse()
         .map_err(|e| format!("not a valid URL ({e})"))?;
     match uri.scheme() {
-        Some(scheme) if *scheme == Scheme::HTTP => {}
-        Some(scheme) if *scheme == Scheme::HTTPS => {
-            return Err("https is not supported: this example's client has no TLS connector".into())
-        }
-        _ => return Err("expected an http:// URL".into()),
+        Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => {}
+        _ => return Err("expected an http:// or https:// URL".into()),
     }
     let authority = uri.authority().map(Authority::as_str).unwrap_or_default();
     if authority.contains('@') {
@@ -636,6 +691,29 @@ fn backend_url(value: &str) -> Result<Uri, String> {
             .map_err(|e| e.to_string())?,
     );
     Uri::from_parts(parts).map_err(|e| e.to_string())
+}
+
+/// Reads a PEM bundle of CA certificates. Errors name the file and what is wrong, never
+/// a line of it: a key pasted into the wrong file must not reach a log.
+fn ca_file(path: &str) -> Result<RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|_| format!("{path:?} is not valid PEM"))?;
+        roots.add(cert).map_err(|_| {
+            format!(
+                "certificate number {} in {path:?} is not a usable CA certificate",
+                i + 1
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "no certificate in {path:?}: expected PEM blocks starting with \
+             -----BEGIN CERTIFICATE-----"
+        ));
+    }
+    Ok(roots)
 }
 
 fn header_name(value: &str) -> Result<HeaderName, String> {
@@ -853,7 +931,7 @@ fn key_at(text: &str, line: usize) -> (Option<String>, Option<String>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
@@ -1189,11 +1267,11 @@ strategy = "unauthenticated"
                 "duplicate",
             ),
             (
-                "an https url",
-                "[[backends]]\nname = \"a\"\nurl = \"https://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n".into(),
+                "a url of another scheme",
+                "[[backends]]\nname = \"a\"\nurl = \"ftp://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n".into(),
                 Some("backends[0].url"),
                 Some(3),
-                "https",
+                "http:// or https://",
             ),
             (
                 "a url with credentials",
@@ -1301,6 +1379,155 @@ strategy = "unauthenticated"
             assert!(
                 error.message.contains(message),
                 "{case}: {error:?} should say {message:?}"
+            );
+        }
+    }
+
+    /// A file in the temporary directory, removed when dropped. `name` must be unique
+    /// among the tests of one run (they share a process). Also used by `tests/proxy.rs`.
+    pub(crate) struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        pub(crate) fn new(name: &str, contents: &[u8]) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "tower-health-classify-{}-{name}",
+                std::process::id()
+            ));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+
+        pub(crate) fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn https_backend(url: &str, ca_file: &str) -> String {
+        format!(
+            "[[backends]]\nname = \"a\"\nurl = \"{url}\"\nstrategy = \"unauthenticated\"\nca_file = '{ca_file}'\n"
+        )
+    }
+
+    #[test]
+    fn https_backends_with_and_without_a_ca_file() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        // Two CAs and a comment line, as bundles are written.
+        let bundle = TempFile::new(
+            "bundle.pem",
+            format!("# private CA\n{}{}", ca.pem(), ca.pem()).as_bytes(),
+        );
+        let config = parse(
+            &format!(
+                "{}{}",
+                https_backend("https://127.0.0.1:9443/api", bundle.path()),
+                "[[backends]]\nname = \"b\"\nurl = \"https://backend.test\"\nstrategy = \"unauthenticated\"\n"
+            ),
+            &env(&[]),
+        )
+        .unwrap();
+        let [a, b] = &config.backends[..] else {
+            panic!("two backends");
+        };
+        assert_eq!(a.url, "https://127.0.0.1:9443/api");
+        let ca_file = a.ca.as_ref().unwrap();
+        assert_eq!(ca_file.path, bundle.path());
+        assert_eq!(ca_file.roots.len(), 2);
+        // Its Debug names the file, never a certificate's bytes.
+        let debug = format!("{ca_file:?}");
+        assert!(debug.contains("certificates: 2"), "{debug}");
+        assert!(!debug.contains("48, 130"), "{debug}");
+        assert!(b.ca.is_none(), "no ca_file: the built-in roots");
+
+        // A token endpoint over https may use the backend's CA too.
+        let text = format!(
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"token_exchange\"\ntoken_url = \"https://127.0.0.1:2/token\"\nclient_id = \"c\"\nclient_secret_env = \"SECRET\"\nca_file = '{}'\n",
+            bundle.path()
+        );
+        let config = parse(&text, &env(&[("SECRET", "s-456")])).unwrap();
+        assert!(config.backends[0].ca.is_some());
+    }
+
+    #[test]
+    fn a_bad_ca_file_names_the_key_and_line() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let key_pem = key.serialize_pem();
+        let only_a_key = TempFile::new("key.pem", key_pem.as_bytes());
+        let not_pem = TempFile::new("not.pem", b"hello, I am not a certificate\n");
+        let broken = TempFile::new(
+            "broken.pem",
+            b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        let unterminated = TempFile::new(
+            "unterminated.pem",
+            b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n",
+        );
+        let missing = std::env::temp_dir().join("tower-health-classify-no-such-file.pem");
+        let missing = missing.to_str().unwrap();
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().unwrap();
+        let cases: &[(&str, String, &str)] = &[
+            (
+                "a missing file",
+                https_backend("https://127.0.0.1:1", missing),
+                "cannot read",
+            ),
+            (
+                "a directory",
+                https_backend("https://127.0.0.1:1", dir),
+                "cannot read",
+            ),
+            (
+                "only a private key",
+                https_backend("https://127.0.0.1:1", only_a_key.path()),
+                "no certificate in",
+            ),
+            (
+                "not PEM at all",
+                https_backend("https://127.0.0.1:1", not_pem.path()),
+                "no certificate in",
+            ),
+            (
+                "a certificate block that is not a certificate",
+                https_backend("https://127.0.0.1:1", broken.path()),
+                "not a usable CA certificate",
+            ),
+            (
+                "a block without its end",
+                https_backend("https://127.0.0.1:1", unterminated.path()),
+                "not valid PEM",
+            ),
+            (
+                "an http backend",
+                https_backend("http://127.0.0.1:1", only_a_key.path()),
+                "only used for https://",
+            ),
+        ];
+        for (case, text, message) in cases {
+            let error = parse_err(text);
+            assert_eq!(
+                error.key.as_deref(),
+                Some("backends[0].ca_file"),
+                "{case}: {error}"
+            );
+            assert_eq!(error.line, Some(5), "{case}: {error}");
+            assert!(error.message.contains(message), "{case}: {error}");
+            // The file is named; nothing of its contents is shown.
+            assert!(
+                !error.to_string().contains("PRIVATE KEY"),
+                "{case}: {error}"
+            );
+            assert!(
+                !error.to_string().contains(&key_pem[40..80]),
+                "{case}: {error}"
             );
         }
     }

@@ -159,6 +159,7 @@ pub(crate) fn config(backends: &DemoBackends, listen: SocketAddr, interval: Dura
         strategy,
         probe: ProbeConfig::default(),
         timeout: Duration::from_secs(10),
+        ca: None,
     };
     Config {
         listen,

@@ -13,7 +13,9 @@ use http::{
     header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
 };
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::RootCertStore;
 use tower::timeout::Timeout;
 use tower::util::Either;
 use tower::ServiceExt;
@@ -23,8 +25,9 @@ use crate::auth::{BearerToken, OutgoingAuthService};
 use crate::config::HOP_BY_HOP;
 use crate::token::TokenError;
 
-/// The HTTP client every backend and token endpoint shares (one connection pool).
-pub(crate) type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+/// The HTTP client of the backends that trust the same roots, and of their token
+/// endpoints (one connection pool per client: see [`client`]).
+pub(crate) type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Below the classify layer: the timeout, the token, the client.
 pub(crate) type Inner = Timeout<BearerToken<Client>>;
@@ -44,7 +47,7 @@ pub(crate) type BackendService = OutgoingAuthService<
 #[derive(Clone)]
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
-    /// `http://host:port` and the base path (`/` or `/api`).
+    /// `http(s)://host:port` and the base path (`/` or `/api`).
     pub(crate) base: Uri,
     pub(crate) service: BackendService,
     /// Removed from responses: the header the gateway's credential travels in.
@@ -126,7 +129,9 @@ pub(crate) async fn forward(
         HeaderValue::from_static("http"),
     );
     *request.uri_mut() = uri;
-    // The caller may speak HTTP/2 to the proxy; the backend connection is HTTP/1.1.
+    // The caller may speak HTTP/2 to the proxy; the backend connection is HTTP/1.1, or
+    // HTTP/2 when an https:// backend chose it through ALPN (the client sends the
+    // request in whatever its connection speaks).
     *request.version_mut() = Version::HTTP_11;
 
     let method = request.method().clone();
@@ -284,12 +289,39 @@ fn humanize(duration: Duration) -> String {
     }
 }
 
-/// Only `http://` backends: the client has no TLS connector.
-pub(crate) fn client(connect_timeout: Duration) -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
+/// A client for `http://` and `https://` URLs.
+///
+/// `https://`: rustls (on `ring`), trusting `roots` (a backend's `ca_file`), or else
+/// Mozilla's roots compiled in (webpki-roots), so that trust is the same on every
+/// machine and in containers without a CA bundle; the system store is not read. The
+/// server name sent (SNI) and checked is the URL's host (an IP address is checked, never
+/// sent). HTTP/2 when the backend offers it through ALPN, else HTTP/1.1. `http://` is
+/// plain HTTP/1.1, as before.
+pub(crate) fn client(connect_timeout: Duration, roots: Option<&Arc<RootCertStore>>) -> Client {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    // The TLS connector takes the https:// URLs and hands the http:// ones through.
+    http.enforce_http(false);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match roots {
+        Some(roots) => builder.with_tls_config(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports TLS 1.2 and 1.3")
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth(),
+        ),
+        None => builder
+            .with_provider_and_webpki_roots(provider)
+            .expect("ring supports TLS 1.2 and 1.3"),
+    };
+    let connector = builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector)

@@ -10,8 +10,12 @@
 //!   ─► HealthClassifyLayer   classifies and reports; pass-through, so 401/403 reach the caller
 //!   ─► Timeout               until the response head; the body then streams unbounded
 //!   ─► BearerTokenLayer      token_exchange only: fetches (cached) and adds the token
-//!   ─► hyper-util client
+//!   ─► hyper-util client     http://, or https:// through hyper-rustls (HTTP/2 by ALPN)
 //! ```
+//!
+//! Backends without a `ca_file` share one client (one connection pool, Mozilla's roots);
+//! a backend with one gets its own client, trusting only that file's CAs, which its token
+//! requests use too.
 //!
 //! Outgoing auth goes **outside** the classify layer: the layer decides "were credentials
 //! sent?" when the request enters it, so it must see the request as the backend will
@@ -112,7 +116,7 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
     let metrics = health::prometheus();
     let registry = HealthRegistry::new(config.health.policy.clone());
     // A connection that takes longer than a whole probe may is not worth waiting for.
-    let client = forward::client(config.health.timeout);
+    let shared = forward::client(config.health.timeout, None);
 
     // Only for `benches/e2e.sh`: traffic without the classify layer (probes keep it),
     // to measure what the layer costs a real proxy.
@@ -120,6 +124,10 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
     let mut routes = HashMap::new();
     let mut probes = HashMap::new();
     for backend in &config.backends {
+        let client = match &backend.ca {
+            Some(ca) => forward::client(config.health.timeout, Some(&ca.roots)),
+            None => shared.clone(),
+        };
         let auth = OutgoingAuth::new(&backend.name, &backend.strategy, &client, backend.timeout);
         let handle = registry.register(backend.name.as_str(), auth.strategy());
         let inner = ServiceBuilder::new()
@@ -159,6 +167,7 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
                 probe: backend.probe.clone(),
                 token: BearerTokenLayer::new(auth.token_source()),
                 auth,
+                client,
             },
         );
     }
@@ -168,7 +177,7 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
         .interval(config.health.interval)
         .jitter(config.health.jitter)
         .timeout(config.health.timeout)
-        .spawn(move |name: &str| probes.get(name).map(|target| target.request(&client)));
+        .spawn(move |name: &str| probes.get(name).map(ProbeTarget::request));
 
     let state = AppState {
         routes: Arc::new(routes),
@@ -213,12 +222,13 @@ struct ProbeTarget {
     probe: ProbeConfig,
     auth: OutgoingAuth,
     token: BearerTokenLayer,
+    client: Client,
 }
 
 impl ProbeTarget {
     /// The service and request `make` hands the prober, which adds its own classify layer
     /// and timeout around the service: the same stack as traffic.
-    fn request(&self, client: &Client) -> (BearerToken<Client>, Request<Body>) {
+    fn request(&self) -> (BearerToken<Client>, Request<Body>) {
         let mut request = Request::new(Body::from(self.probe.body.clone()));
         *request.method_mut() = self.probe.method.clone();
         *request.uri_mut() = self.uri.clone();
@@ -226,7 +236,7 @@ impl ProbeTarget {
         // The prober inserts it too, but only after `make`: `prepare` must see it now.
         request.extensions_mut().insert(Probe);
         self.auth.prepare(&mut request);
-        (self.token.layer(client.clone()), request)
+        (self.token.layer(self.client.clone()), request)
     }
 }
 

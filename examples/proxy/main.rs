@@ -12,6 +12,9 @@
 //! the proxy that file describes (see `config.rs` for the format; a bad file exits with
 //! code 2 and names the key and line).
 //!
+//! - Backends are `http://` or `https://` URLs. HTTPS is checked against Mozilla's roots
+//!   compiled in, or against a backend's own `ca_file`; HTTP/2 through ALPN when the
+//!   backend offers it (see `forward::client`).
 //! - `/{backend}/{*path}` (and `/{backend}`, `/{backend}/`) goes to that backend's URL plus
 //!   the path and query, bodies streamed both ways, connection headers removed. 401 and 403
 //!   reach the caller with their `WWW-Authenticate`; a backend that cannot be reached gives
