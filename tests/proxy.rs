@@ -59,7 +59,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tower_health_classify::{HealthStatus, Reason, TransportKind};
+use tower_health_classify::{HealthStatus, Reason, TlsFailure, TransportKind};
 
 use crate::backends::{channel_body, closed_port, garbage, recording, silent, Seen, Server};
 use crate::gateway::Gateway;
@@ -1249,26 +1249,22 @@ async fn https_backends_through_the_proxy_with_a_ca_file() {
             &extra
         ),
     );
-    // (backend, the cause the caller's 502 names)
+    // (backend, what it does, its cause: the caller's 502 and `last_error` name it)
     let failing = [
-        ("expired", Backend::Expired, "certificate expired"),
-        ("early", Backend::NotYetValid, "certificate not yet valid"),
+        ("expired", Backend::Expired, TlsFailure::CertificateExpired),
         (
-            "renamed",
-            Backend::OtherName,
-            "certificate not valid for the host name",
+            "early",
+            Backend::NotYetValid,
+            TlsFailure::CertificateNotYetValid,
         ),
-        (
-            "selfsigned",
-            Backend::SelfSigned,
-            "certificate from an unknown issuer",
-        ),
+        ("renamed", Backend::OtherName, TlsFailure::NameMismatch),
+        ("selfsigned", Backend::SelfSigned, TlsFailure::UnknownIssuer),
         (
             "mtls",
             Backend::ClientCertRequired,
-            "client certificate required",
+            TlsFailure::ClientCertificateRequired,
         ),
-        ("plain", Backend::PlainHttp, "the peer does not speak tls"),
+        ("plain", Backend::PlainHttp, TlsFailure::NotTls),
     ];
     for (name, kind, _) in failing {
         let (addr, _) = tls_support::serve(&pki, kind, version_router()).await;
@@ -1322,13 +1318,14 @@ async fn https_backends_through_the_proxy_with_a_ca_file() {
         .collect();
     assert_eq!(backends["valid"]["reason"], "ok");
     assert_eq!(backends["oauth"]["reason"], "expected_challenge");
-    for (name, ..) in failing {
+    for (name, _, cause) in failing {
         let health = backends[name];
         assert_eq!(health["status"], "unhealthy", "{name}: {health}");
         assert_eq!(health["reason"], "tls", "{name}: {health}");
         assert_eq!(health["last_outcome"], "transport", "{name}: {health}");
-        assert!(
-            health["last_error"].as_str().unwrap().contains("tls"),
+        assert_eq!(
+            health["last_error"],
+            format!("tls {}", cause.as_str()),
             "{name}: {health}"
         );
     }

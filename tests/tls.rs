@@ -309,10 +309,7 @@ async fn a_reqwest_probe_reported_to_a_registry() {
     assert_eq!(billing.reason, Some(Reason::Transport(TransportKind::Tls)));
     let json = serde_json::to_value(billing).unwrap();
     assert_eq!(json["reason"], "tls");
-    assert!(
-        json["last_error"].as_str().unwrap().contains("tls"),
-        "{json}"
-    );
+    assert_eq!(json["last_error"], "tls certificate_expired", "{json}");
 }
 
 // === the success path ===
