@@ -313,18 +313,21 @@
 //! # Metrics
 //!
 //! With feature `metrics`, every backend of a [`HealthRegistry`] records, through the
-//! [`metrics`](::metrics) facade (install the recorder before registering backends):
+//! [`metrics`](::metrics) facade (install the recorder before traffic starts):
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | `backend_health_status` | gauge, `1` for the current status and `0` for the others | `backend`, `status` |
+//! | `backend_health_status` | gauge, `1` for the current status and `0` for the others the backend has been in | `backend`, `status` |
 //! | `backend_health_transitions_total` | counter | `backend`, `from`, `to` |
 //! | `backend_health_reports_total` | counter | `backend`, `outcome`, `reason` |
 //! | `backend_health_latency_seconds` | histogram | `backend` |
 //!
 //! Label values are the backend's registered name and this crate's fixed snake_case
 //! names: never a header, an error message or anything else a request or a backend
-//! controls.
+//! controls. A series is created when the backend first uses it (a new backend has only
+//! its `unknown` gauge), so alert on the status gauge rather than on a counter's first
+//! increment; an exporter's idle timeout, with [`metrics::keep_alive`] before each
+//! render, drops the series of removed backends.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -94,7 +94,13 @@ const PROBE: &str = "[backends.probe]\nheaders = { \"x-probe\" = \"1\" }\n";
 
 // === helpers ===
 
+/// The idle timeout of the process's one Prometheus recorder, installed by [`start`]
+/// before any gateway's own choice (ten probe intervals, an hour for [`ONCE`]) can apply:
+/// short, so that a removed backend's series are seen to go.
+const METRICS_IDLE: Duration = Duration::from_millis(300);
+
 async fn start(toml: &str, env: &[(&str, &str)]) -> Gateway {
+    health::prometheus(METRICS_IDLE);
     let env: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -880,6 +886,61 @@ async fn metrics_shows_backend_status_in_prometheus_text() {
     assert!(answer
         .body
         .contains(r#"backend_health_latency_seconds_bucket{backend="metered""#));
+}
+
+/// A removed backend's series leave `/metrics` once idle for the timeout. Those of the
+/// backend that stays, whose status gauge and transition counter have not moved since
+/// before the removal, are still there in the same scrape: only `keep_alive` kept them.
+#[tokio::test]
+async fn a_removed_backends_series_leave_metrics_and_a_steady_backends_stay() {
+    let (stays, _) = recording(ok).await;
+    let (leaves, _) = recording(ok).await;
+    let gateway = start(
+        &format!(
+            "{FAST}{}{}",
+            backend("stays", &stays.url(), "unauthenticated", ""),
+            backend("leaves", &leaves.url(), "unauthenticated", "")
+        ),
+        &[],
+    )
+    .await;
+    wait_status(&gateway, "stays", HealthStatus::Healthy).await;
+    wait_status(&gateway, "leaves", HealthStatus::Healthy).await;
+    let steady = [
+        r#"backend_health_status{backend="stays",status="healthy"} 1"#,
+        r#"backend_health_status{backend="stays",status="unknown"} 0"#,
+        r#"backend_health_transitions_total{backend="stays",from="unknown",to="healthy"} 1"#,
+    ];
+    let before = get(&url(&gateway, "/metrics")).await.body;
+    for line in steady
+        .iter()
+        .chain(&[r#"backend_health_status{backend="leaves",status="healthy"} 1"#])
+    {
+        assert!(before.lines().any(|l| l == *line), "no {line} in\n{before}");
+    }
+
+    assert!(gateway.registry().remove("leaves"));
+    let mut scrapes = 0;
+    let after = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let body = get(&url(&gateway, "/metrics")).await.body;
+            scrapes += 1;
+            if !body.contains(r#"backend="leaves""#) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the removed backend's series never left /metrics"));
+    assert!(
+        scrapes > 1,
+        "gone at once: the timeout was not what removed them"
+    );
+    for line in steady {
+        assert!(after.lines().any(|l| l == line), "no {line} in\n{after}");
+    }
+    assert!(after.contains(r#"backend_health_latency_seconds_bucket{backend="stays""#));
 }
 
 // === streaming ===

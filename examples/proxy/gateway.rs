@@ -112,8 +112,8 @@ pub(crate) const WITHOUT_CLASSIFY_LAYER: &str = "PROXY_WITHOUT_CLASSIFY_LAYER";
 /// Builds the proxy for `config` and serves it on `listener`. Probing starts at once.
 pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gateway> {
     let addr = listener.local_addr()?;
-    // Before any backend is registered: the registry resolves its metric handles then.
-    let metrics = health::prometheus();
+    // Before any traffic: a series is resolved when it is first used.
+    let metrics = health::prometheus(health::idle_timeout(config.health.interval));
     let registry = HealthRegistry::new(config.health.policy.clone());
     // A connection that takes longer than a whole probe may is not worth waiting for.
     let shared = forward::client(config.health.timeout, None);

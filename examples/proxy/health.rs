@@ -2,6 +2,7 @@
 //! person or a dashboard, `/metrics` for Prometheus.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -9,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tower_health_classify::HealthRegistry;
 
 /// What the endpoints read.
@@ -35,9 +37,10 @@ pub(crate) async fn backends(State(state): State<HealthState>) -> Response {
     Json(state.registry.snapshot()).into_response()
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: Prometheus text. Every registered backend's series are marked first,
+/// so that the idle timeout drops only removed backends' series.
 pub(crate) async fn metrics(State(state): State<HealthState>) -> Response {
-    state.metrics.run_upkeep();
+    tower_health_classify::metrics::keep_alive();
     let mut response = Response::new(Body::from(state.metrics.render()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -46,13 +49,24 @@ pub(crate) async fn metrics(State(state): State<HealthState>) -> Response {
     response
 }
 
-/// The process's Prometheus recorder, installed on first use. Call it before the first
-/// backend is registered: a backend registered earlier records into nothing.
-pub(crate) fn prometheus() -> PrometheusHandle {
+/// How long a series may go without an update before `/metrics` drops it: ten probe
+/// intervals. Status gauges and counters of registered backends are marked at every
+/// scrape and never reach it; a removed backend's series do. A latency histogram cannot
+/// be marked without a value, and the prober gives each backend one every interval, so
+/// a registered backend's histogram stays too.
+pub(crate) fn idle_timeout(probe_interval: Duration) -> Duration {
+    probe_interval.saturating_mul(10)
+}
+
+/// The process's Prometheus recorder, installed on first use with `idle_timeout` (a
+/// later call's is ignored: there is one recorder per process). Call it before traffic
+/// starts: a series is resolved with the recorder in effect when it is first used.
+pub(crate) fn prometheus(idle_timeout: Duration) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
+                .idle_timeout(MetricKindMask::ALL, Some(idle_timeout))
                 .set_buckets_for_metric(
                     Matcher::Full("backend_health_latency_seconds".into()),
                     &[
@@ -61,7 +75,10 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 )
                 .expect("the bucket list is not empty");
             match builder.install_recorder() {
-                Ok(handle) => handle,
+                Ok(handle) => {
+                    upkeep(handle.clone());
+                    handle
+                }
                 Err(error) => {
                     // Another recorder owns the process (an embedding application's):
                     // /metrics then shows nothing of ours.
@@ -71,4 +88,19 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// Latency values wait in the recorder until they are folded into the histograms, which
+/// a render does; a proxy nobody scrapes would hold every request's. Folded every five
+/// seconds instead, for as long as the process (and its recorder) lives.
+fn upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            handle.run_upkeep();
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread; values are folded at each scrape only");
+    }
 }
