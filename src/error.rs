@@ -516,9 +516,17 @@ pub enum BackendError {
         #[source]
         source: BoxError,
     },
-    /// An error that classified as neither of the above (a custom classifier's choice).
-    #[error("backend error")]
-    Other(#[source] BoxError),
+    /// An error a custom [`Classifier`](crate::Classifier) classified as an outcome none
+    /// of the variants above stands for (a 5xx or a 429 it read in a client library's
+    /// error, say).
+    #[error("backend error: {outcome}")]
+    Other {
+        /// The outcome the classifier chose, as reported to the sink.
+        outcome: Outcome,
+        /// The original error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl BackendError {
@@ -552,7 +560,7 @@ impl BackendError {
             }
             Outcome::Transport(kind) => BackendError::Transport { kind, source },
             Outcome::Local(kind) => BackendError::Local { kind, source },
-            _ => BackendError::Other(source),
+            outcome => BackendError::Other { outcome, source },
         }
     }
 
@@ -596,6 +604,10 @@ impl BackendError {
             BackendError::Transport {
                 kind: TransportKind::Tls,
                 ..
+            }
+            | BackendError::Other {
+                outcome: Outcome::Transport(TransportKind::Tls),
+                ..
             } => Some(TlsFailure::Other),
             _ => None,
         }
@@ -609,7 +621,8 @@ impl BackendError {
         }
     }
 
-    /// The outcome this error stands for, as it was reported to the sink.
+    /// The outcome this error stands for, as it was reported to the sink: the same
+    /// outcome, whichever classifier chose it.
     pub fn outcome(&self) -> Outcome {
         match self {
             BackendError::Auth(auth) => Outcome::Auth(auth.clone()),
@@ -617,7 +630,7 @@ impl BackendError {
             BackendError::Tls { .. } => Outcome::Transport(TransportKind::Tls),
             BackendError::Timeout { .. } => Outcome::Transport(TransportKind::Timeout),
             BackendError::Local { kind, .. } => Outcome::Local(*kind),
-            BackendError::Other(_) => Outcome::Transport(TransportKind::Other),
+            BackendError::Other { outcome, .. } => outcome.clone(),
         }
     }
 }

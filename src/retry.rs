@@ -333,7 +333,8 @@ impl RetryPolicy {
 
 /// For `Retry` directly outside [`HealthClassify`](crate::HealthClassify): responses are
 /// read through their [`Outcome`] extension, errors through their
-/// [`transport_kind`](BackendError::transport_kind).
+/// [`transport_kind`](BackendError::transport_kind) or, for [`BackendError::Other`], the
+/// outcome a custom classifier gave them.
 impl<B, R> Policy<Request<B>, Response<R>, BackendError> for RetryPolicy
 where
     B: Clone,
@@ -347,9 +348,12 @@ where
     ) -> Option<Self::Future> {
         match result {
             Ok(response) => self.decide_response(request.method(), response),
+            Err(BackendError::Other { outcome, .. }) => {
+                self.decide(request.method(), judge(outcome))
+            }
             Err(error) => {
-                // Only transport errors can be retried: no need for the outcome of the
-                // others (an auth outcome would clone its challenges).
+                // Of the others, only transport errors can be retried: no need for their
+                // outcome (an auth outcome would clone its challenges).
                 let outcome = error.transport_kind().map(Outcome::Transport);
                 self.decide(request.method(), outcome.as_ref().and_then(judge))
             }
@@ -479,6 +483,21 @@ mod tests {
 
     fn status(code: u16) -> StatusCode {
         StatusCode::from_u16(code).unwrap()
+    }
+
+    /// A 503 a custom classifier read in an error is retried as the response would be:
+    /// for idempotent methods only.
+    #[tokio::test]
+    async fn a_custom_classifiers_server_error_is_retried_like_the_response() {
+        for (method, retried) in [(Method::GET, true), (Method::POST, false)] {
+            let mut request = Request::builder().method(&method).body(()).unwrap();
+            let mut result: Result<Response<()>, BackendError> = Err(BackendError::Other {
+                outcome: Outcome::ServerError(StatusCode::SERVICE_UNAVAILABLE),
+                source: "backend said 503".into(),
+            });
+            let retry = Policy::retry(&mut RetryPolicy::new(), &mut request, &mut result);
+            assert_eq!(retry.is_some(), retried, "{method}");
+        }
     }
 
     #[test]

@@ -585,7 +585,7 @@ fn wrapper() -> impl Strategy<Value = Wrapper> {
         4 => message().prop_map(Wrapper::Message),
         3 => io_kind().prop_map(Wrapper::Io),
         1 => Just(Wrapper::Classified),
-        1 => Just(Wrapper::Unclassified),
+        1 => Just(Wrapper::Custom),
         1 => Just(Wrapper::FailingDisplay),
     ]
 }

@@ -13,9 +13,9 @@ use tokio_test::{assert_pending, assert_ready, assert_ready_err, assert_ready_ok
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_health_classify::future::ResponseFuture;
 use tower_health_classify::{
-    AuthStrategy, BackendError, Credentials, DefaultClassifier, HealthClassify,
-    HealthClassifyLayer, HealthReport, HealthSink, HealthStatus, Origin, Outcome, Probe, Reason,
-    TransportKind, Verdict,
+    AuthStrategy, BackendError, Classifier, Credentials, DefaultClassifier, HealthClassify,
+    HealthClassifyLayer, HealthReport, HealthSink, HealthStatus, LocalKind, Origin, Outcome, Probe,
+    Reason, TransportKind, Verdict,
 };
 use tower_test::mock;
 
@@ -434,6 +434,77 @@ async fn unknown_inner_error_is_other_and_downcasts_to_its_own_type() {
         recorder.outcomes(),
         vec![Outcome::Transport(TransportKind::Other)]
     );
+}
+
+/// A classifier that reads an outcome out of a `BackendQuirk`: row `n` of [`CUSTOM`].
+#[derive(Debug, Clone, Copy)]
+struct QuirkClassifier;
+
+impl Classifier for QuirkClassifier {
+    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Outcome {
+        match error.downcast_ref::<BackendQuirk>() {
+            Some(BackendQuirk(n)) => CUSTOM[*n as usize].1.clone(),
+            None => DefaultClassifier.classify_error(error),
+        }
+    }
+}
+
+/// What a custom classifier may make of an inner error: each variant of `BackendError`,
+/// and outcomes that have none of their own.
+const CUSTOM: [(&str, Outcome); 9] = [
+    (
+        "a 5xx read in a client library's error",
+        Outcome::ServerError(StatusCode::BAD_GATEWAY),
+    ),
+    (
+        "a 429 with its delay",
+        Outcome::Throttled {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            retry_after: Some(Duration::from_secs(30)),
+        },
+    ),
+    ("a 404", Outcome::ClientError(StatusCode::NOT_FOUND)),
+    ("a success", Outcome::Success(StatusCode::OK)),
+    ("a cancellation", Outcome::Cancelled),
+    (
+        "a transport failure",
+        Outcome::Transport(TransportKind::Reset),
+    ),
+    ("a timeout", Outcome::Transport(TransportKind::Timeout)),
+    (
+        "a connect timeout",
+        Outcome::Transport(TransportKind::ConnectTimeout),
+    ),
+    ("a local failure", Outcome::Local(LocalKind::Overloaded)),
+];
+
+/// `BackendError::outcome()` is the outcome the sink was given, whatever the classifier
+/// chose, and the inner error stays the source.
+#[tokio::test]
+async fn a_custom_classifiers_outcome_is_the_errors_outcome() {
+    for (n, (what, outcome)) in CUSTOM.iter().enumerate() {
+        let recorder = Recorder::new(AuthStrategy::UpstreamInject);
+        let layer = HealthClassifyLayer::new(recorder.clone()).classifier(QuirkClassifier);
+        let (mut service, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+        assert_ready_ok!(service.poll_ready());
+        let mut future = task::spawn(service.call(request()));
+        let (_request, send) = assert_ready!(handle.poll_request()).unwrap();
+        send.send_error(BackendQuirk(n as u32));
+
+        let err = assert_ready_err!(future.poll());
+        assert_eq!(
+            recorder.outcomes(),
+            std::slice::from_ref(outcome),
+            "{what}: reported"
+        );
+        assert_eq!(err.outcome(), *outcome, "{what}: err.outcome()");
+        let source = err.source().expect("the inner error is kept as source");
+        assert_eq!(
+            source.downcast_ref::<BackendQuirk>(),
+            Some(&BackendQuirk(n as u32)),
+            "{what}"
+        );
+    }
 }
 
 // === Send, Sync, Clone ===

@@ -46,7 +46,7 @@ const MAX_DEPTH: usize = 32;
 /// | exactly `client error (Canceled)`, `client error (ChannelClosed)` | `Closed` |
 /// | exactly `client error (UserUnsupportedRequestMethod)`, `client error (UserUnsupportedVersion)`, `client error (UserAbsoluteUriRequired)`, `invalid URL, scheme is not http`, `invalid URL, scheme is missing`, `invalid URL, host is missing` | `Local(InvalidRequest)` |
 /// | exactly `tcp open error`, `tcp set_nonblocking error`, `tcp bind local error`, `tcp bind interface error`, `tcp set_mark error` | `Local(Other)` |
-/// | [`BackendError`] (other than `Other`), [`AuthError`] | its own outcome, as is |
+/// | [`BackendError`], [`AuthError`] | its own outcome, as is |
 ///
 /// The exact texts are the `Display` of hyper-util's legacy client errors and of its
 /// private `ConnectError`, which has no public type to downcast to. They are compared in
@@ -134,11 +134,9 @@ fn already_classified(entry: &(dyn Error + 'static)) -> Option<Outcome> {
     if let Some(auth) = entry.downcast_ref::<AuthError>() {
         return Some(Outcome::Auth(auth.clone()));
     }
-    match entry.downcast_ref::<BackendError>()? {
-        // `Other` is a custom classifier's "no idea": look at what it wraps.
-        BackendError::Other(_) => None,
-        backend => Some(backend.outcome()),
-    }
+    entry
+        .downcast_ref::<BackendError>()
+        .map(BackendError::outcome)
 }
 
 /// What the transport entries of a chain said; resolved against the connect phase.
@@ -399,9 +397,8 @@ pub(crate) fn tls_failure(error: &(dyn Error + 'static)) -> Option<TlsFailure> {
         if entry.is::<AuthError>() {
             return None;
         }
-        match entry.downcast_ref::<BackendError>() {
-            None | Some(BackendError::Other(_)) => {}
-            Some(backend) => return backend.tls_failure(),
+        if let Some(backend) = entry.downcast_ref::<BackendError>() {
+            return backend.tls_failure();
         }
         if let Some(failure) = rustls_failure(entry) {
             return Some(failure);
@@ -1270,8 +1267,13 @@ mod tests {
             source: Box::new(leaf("handshake failure")),
         };
         assert_eq!(classify_error(&tls), transport(TransportKind::Tls));
-        let other = BackendError::Other(Box::new(io(io::ErrorKind::ConnectionReset)));
-        assert_eq!(classify_error(&other), transport(TransportKind::Reset));
+        // A custom classifier's outcome, whatever the error it read it in says.
+        let custom = Outcome::ServerError(http::StatusCode::BAD_GATEWAY);
+        let other = BackendError::Other {
+            outcome: custom.clone(),
+            source: Box::new(io(io::ErrorKind::ConnectionReset)),
+        };
+        assert_eq!(classify_error(&other), custom);
     }
 
     #[test]

@@ -86,11 +86,16 @@ pub(crate) enum Wrapper {
     Io(io::ErrorKind),
     /// `BackendError::from_error(inner)`: an error this crate already classified.
     Classified,
-    /// `BackendError::Other(inner)`: a custom classifier's "no idea".
-    Unclassified,
+    /// `BackendError::Other` with [`CUSTOM`]: a custom classifier's outcome that is not
+    /// an error's in the default table.
+    Custom,
     /// An error whose `Display` fails after writing a little.
     FailingDisplay,
 }
+
+/// What [`Wrapper::Custom`] was classified as.
+pub(crate) const CUSTOM: tower_health_classify::Outcome =
+    tower_health_classify::Outcome::ServerError(http::StatusCode::BAD_GATEWAY);
 
 /// The innermost entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,7 +196,10 @@ pub(crate) fn build(wrappers: &[Wrapper], innermost: &Leaf) -> BoxError {
             }),
             Wrapper::Io(kind) => Box::new(io::Error::new(*kind, inner)),
             Wrapper::Classified => Box::new(BackendError::from_error(inner)),
-            Wrapper::Unclassified => Box::new(BackendError::Other(inner)),
+            Wrapper::Custom => Box::new(BackendError::Other {
+                outcome: CUSTOM,
+                source: inner,
+            }),
             Wrapper::FailingDisplay => Box::new(FailingDisplay(inner)),
         })
 }
@@ -240,7 +248,7 @@ pub(crate) fn decode(data: &[u8]) -> (Vec<Wrapper>, Leaf) {
             0 | 1 => Wrapper::Message(message(&mut bytes)),
             2 => Wrapper::Io(IO_KINDS[usize::from(bytes.next()) % IO_KINDS.len()]),
             3 => Wrapper::Classified,
-            4 => Wrapper::Unclassified,
+            4 => Wrapper::Custom,
             _ => Wrapper::FailingDisplay,
         });
     }
@@ -270,7 +278,8 @@ pub(crate) fn has_control(text: &str) -> bool {
 /// Returns the outcome.
 ///
 /// - the walk is deterministic;
-/// - an error's outcome is `Auth`, `Transport` or `Local`, never a response's;
+/// - an error's outcome is `Auth`, `Transport` or `Local`, never a response's, unless a
+///   custom classifier filed one in the chain ([`Wrapper::Custom`]);
 /// - `BackendError::from_error` files it under the same outcome;
 /// - the `Display` of the outcome and of the `BackendError` holds no control character
 ///   and none of the chain's own text: it is one of the crate's fixed messages.
@@ -284,7 +293,7 @@ pub(crate) fn check(wrappers: &[Wrapper], innermost: &Leaf) -> tower_health_clas
         matches!(
             outcome,
             Outcome::Auth(_) | Outcome::Transport(_) | Outcome::Local(_)
-        ),
+        ) || (outcome == CUSTOM && wrappers.contains(&Wrapper::Custom)),
         "{outcome:?}"
     );
     let shown = outcome.to_string();
@@ -296,6 +305,7 @@ pub(crate) fn check(wrappers: &[Wrapper], innermost: &Leaf) -> tower_health_clas
     match (&filed, &outcome) {
         (Outcome::Transport(a), Outcome::Transport(b)) => assert_eq!(a, b),
         (Outcome::Local(a), Outcome::Local(b)) => assert_eq!(a, b),
+        (Outcome::ServerError(a), Outcome::ServerError(b)) => assert_eq!(a, b),
         (Outcome::Auth(a), Outcome::Auth(b)) => {
             assert_eq!(a.status(), b.status());
             assert_eq!(a.challenges(), b.challenges());
