@@ -273,9 +273,14 @@ impl<K: HealthSink, C: Classifier> ClassifyExchange<K, C> {
     fn error_failure<E: fmt::Display + 'static>(&self, error: &E) -> HealthFailure {
         let outcome = match typed(error) {
             Some(error) => self.classifier.classify_error(error),
-            None => self
-                .classifier
-                .classify_error(&Flattened(error.to_string())),
+            None => {
+                // Not `to_string()`: it panics when a `Display` impl fails, and a foreign
+                // error's `Display` is not ours to trust. What it wrote before failing
+                // is kept.
+                let mut text = String::new();
+                let _ = fmt::write(&mut text, format_args!("{error}"));
+                self.classifier.classify_error(&Flattened(text))
+            }
         };
         self.failure(outcome)
     }
@@ -482,6 +487,30 @@ mod tests {
         for (name, failure, want) in cases {
             assert_eq!(failure.outcome, want, "{name}");
             assert_eq!(failure.status(), Some(HealthStatus::Unhealthy), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_failing_display_is_read_up_to_the_failure_without_panicking() {
+        struct Broken(&'static str);
+        impl fmt::Display for Broken {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)?;
+                Err(fmt::Error)
+            }
+        }
+        let c = classify(AuthStrategy::Unauthenticated);
+        let cases = [
+            ("nothing before the failure", "", TransportKind::Other),
+            (
+                "a phrase before the failure",
+                "connection refused",
+                TransportKind::ConnectionRefused,
+            ),
+        ];
+        for (name, written, want) in cases {
+            let failure = c.clone().error_failure(&Broken(written));
+            assert_eq!(failure.outcome, Outcome::Transport(want), "{name}");
         }
     }
 
