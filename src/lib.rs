@@ -238,6 +238,23 @@
 //! change of status takes the backend's lock, and log lines are written after it is
 //! released.
 //!
+//! The registry as a whole has a [`Phase`] ([`Summary::phase`], [`Snapshot::phase`]),
+//! what a gateway's own health endpoint answers a load balancer with:
+//!
+//! | phase | when | serving ([`Phase::is_serving`]) |
+//! |---|---|---|
+//! | `empty` | no backend registered | no |
+//! | `pending` | no backend has a verdict yet | no |
+//! | `ready` | every backend Healthy | yes |
+//! | `degraded` | some backend not Healthy, and some Healthy or Degraded | yes |
+//! | `failed` | no backend Healthy or Degraded, and some with a verdict | no |
+//!
+//! Every backend Degraded is `degraded`, not `failed`: a Degraded backend is slow,
+//! throttled or failing now and then, but it answers. Taking the gateway out of a load
+//! balancer for that turns a slowdown into an outage, and at once for every replica,
+//! since they all see the same backends. `failed` means nothing behind the gateway can
+//! serve a request.
+//!
 //! # With axum
 //!
 //! The layer's error is [`BackendError`], not `Infallible`, and axum routes only

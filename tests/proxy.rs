@@ -212,6 +212,12 @@ fn ok(_: &Seen) -> Response {
     Response::new(Body::from("ok"))
 }
 
+fn too_many_requests(_: &Seen) -> Response {
+    let mut response = Response::new(Body::from("slow down"));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response
+}
+
 fn challenge(_: &Seen) -> Response {
     Response::builder()
         .status(StatusCode::UNAUTHORIZED)
@@ -836,15 +842,29 @@ async fn healthz_answers_200_when_ready_or_degraded_and_503_otherwise() {
         &[],
     )
     .await;
+    // Every backend Degraded (throttled) still serves: `degraded`, not `failed`.
+    let (throttling, _) = recording(too_many_requests).await;
+    let all_degraded = start(
+        &format!(
+            "{FAST}{}{}",
+            backend("slow1", &throttling.url(), "unauthenticated", ""),
+            backend("slow2", &throttling.url(), "unauthenticated", "")
+        ),
+        &[],
+    )
+    .await;
     wait_status(&ready, "up", HealthStatus::Healthy).await;
     wait_status(&failed, "down", HealthStatus::Unhealthy).await;
     wait_status(&degraded, "up", HealthStatus::Healthy).await;
     wait_status(&degraded, "down", HealthStatus::Unhealthy).await;
+    wait_status(&all_degraded, "slow1", HealthStatus::Degraded).await;
+    wait_status(&all_degraded, "slow2", HealthStatus::Degraded).await;
 
     let cases = [
         (&pending, StatusCode::SERVICE_UNAVAILABLE, "pending"),
         (&ready, StatusCode::OK, "ready"),
         (&degraded, StatusCode::OK, "degraded"),
+        (&all_degraded, StatusCode::OK, "degraded"),
         (&failed, StatusCode::SERVICE_UNAVAILABLE, "failed"),
     ];
     for (gateway, status, phase) in cases {

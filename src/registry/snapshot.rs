@@ -126,7 +126,29 @@ impl Summary {
     }
 }
 
-/// The registry as a whole.
+/// The registry as a whole, from how many backends are in each status: what a gateway's
+/// health endpoint answers a load balancer with.
+///
+/// Every backend Degraded is [`Degraded`](Phase::Degraded), not
+/// [`Failed`](Phase::Failed): a Degraded backend is slow, throttled or failing now and
+/// then, but it answers, and a load balancer that takes the gateway out for that turns a
+/// slowdown into an outage (for every replica at once: they all see the same backends).
+/// `Failed` means no backend can serve.
+///
+/// # Example
+///
+/// ```
+/// use tower_health_classify::{Phase, Summary};
+///
+/// let mut summary = Summary::default();
+/// assert_eq!(summary.phase(), Phase::Empty);
+/// summary.degraded = 2;
+/// assert_eq!(summary.phase(), Phase::Degraded);
+/// assert!(summary.phase().is_serving());
+/// summary.degraded = 0;
+/// summary.unhealthy = 2;
+/// assert_eq!(summary.phase(), Phase::Failed);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
@@ -141,9 +163,11 @@ pub enum Phase {
     Pending,
     /// Every backend is Healthy.
     Ready,
-    /// Some backend is not Healthy, and some backend is Healthy or Degraded.
+    /// Some backend is not Healthy, and some backend is Healthy or Degraded: every
+    /// backend Degraded is this phase.
     Degraded,
-    /// No backend is Healthy or Degraded, and some has a verdict.
+    /// No backend is Healthy or Degraded (each is Unhealthy, Unauthenticated or still
+    /// Unknown), and some has a verdict: nothing can serve.
     Failed,
 }
 
@@ -159,7 +183,8 @@ impl Phase {
         }
     }
 
-    /// Whether a gateway in this phase can serve: `Ready` or `Degraded`.
+    /// Whether a gateway in this phase can serve: `Ready` or `Degraded` (some backend
+    /// answers, if slowly).
     pub fn is_serving(self) -> bool {
         matches!(self, Phase::Ready | Phase::Degraded)
     }
@@ -252,20 +277,47 @@ mod tests {
 
     #[test]
     fn phase_from_counts() {
-        let cases: &[([usize; 5], Phase)] = &[
-            ([0, 0, 0, 0, 0], Phase::Empty),
-            ([3, 0, 0, 0, 0], Phase::Pending),
-            ([0, 2, 0, 0, 0], Phase::Ready),
-            ([1, 2, 0, 0, 0], Phase::Degraded),
-            ([0, 2, 1, 0, 0], Phase::Degraded),
-            ([0, 1, 0, 0, 1], Phase::Degraded),
-            ([0, 0, 1, 1, 0], Phase::Degraded),
-            ([0, 0, 0, 1, 1], Phase::Failed),
-            ([2, 0, 0, 1, 0], Phase::Failed),
+        // Counts of [unknown, healthy, degraded, unhealthy, unauthenticated].
+        let cases: &[(&str, [usize; 5], Phase)] = &[
+            ("no backend is empty", [0, 0, 0, 0, 0], Phase::Empty),
+            ("no verdict yet is pending", [3, 0, 0, 0, 0], Phase::Pending),
+            ("all healthy is ready", [0, 2, 0, 0, 0], Phase::Ready),
+            (
+                "one still unknown is degraded",
+                [1, 2, 0, 0, 0],
+                Phase::Degraded,
+            ),
+            ("one degraded is degraded", [0, 2, 1, 0, 0], Phase::Degraded),
+            (
+                "one healthy among bad is degraded",
+                [0, 1, 0, 0, 1],
+                Phase::Degraded,
+            ),
+            (
+                "all degraded is degraded, not failed",
+                [0, 0, 3, 0, 0],
+                Phase::Degraded,
+            ),
+            (
+                "degraded among bad is degraded",
+                [0, 0, 1, 1, 0],
+                Phase::Degraded,
+            ),
+            ("all bad is failed", [0, 0, 0, 1, 1], Phase::Failed),
+            ("bad and unknown is failed", [2, 0, 0, 1, 0], Phase::Failed),
         ];
-        for (counts, want) in cases {
-            assert_eq!(summary(*counts).phase(), *want, "{counts:?}");
+        for (name, counts, want) in cases {
+            assert_eq!(summary(*counts).phase(), *want, "{name}");
         }
-        assert!(Phase::Degraded.is_serving() && !Phase::Pending.is_serving());
+        let serving = [Phase::Ready, Phase::Degraded];
+        for phase in [
+            Phase::Empty,
+            Phase::Pending,
+            Phase::Ready,
+            Phase::Degraded,
+            Phase::Failed,
+        ] {
+            assert_eq!(phase.is_serving(), serving.contains(&phase), "{phase}");
+        }
     }
 }
