@@ -25,17 +25,10 @@ use tower_health_classify::{
     HealthRegistry, HealthSink, HealthStatus, Origin, Outcome, Policy, Transition,
 };
 
-/// xorshift64: a reproducible stream of choices per thread.
-struct Rng(u64);
+#[path = "support/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use rng::Rng;
 
 /// A report straight to the handle, as the layer makes it for a caller's request.
 fn report(handle: &BackendHandle, outcome: &Outcome, credentials: Credentials) {

@@ -21,6 +21,11 @@
 
 #![cfg(feature = "registry")]
 
+#[path = "support/logs.rs"]
+mod logs;
+
+use logs::Logs;
+
 use std::error::Error as _;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -176,25 +181,6 @@ impl HealthSink for Recorder {
             produced.shown("verdict", verdict.to_string());
         }
         produced.debug("report", format!("{report:?}"));
-    }
-}
-
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
 
@@ -357,14 +343,7 @@ fn has_control(text: &str) -> bool {
 
 #[test]
 fn secrets_never_leak() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture(tracing::Level::TRACE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)

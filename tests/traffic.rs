@@ -62,17 +62,10 @@ async fn send(service: &mut Backend, status: u16, probe: bool) {
     let _ = service.ready().await.unwrap().call(request).await;
 }
 
-/// xorshift64: reproducible randomness.
-struct Rng(u64);
+#[path = "support/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use rng::Rng;
 
 /// Every transition made so far, the ones the channel dropped for want of a reader
 /// counted too.
