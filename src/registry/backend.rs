@@ -456,7 +456,8 @@ impl Backend {
         }
     }
 
-    #[inline]
+    // Always: the hot path is a handful of instructions, the rest is out of line.
+    #[inline(always)]
     fn report(&self, report: &HealthReport<'_>) {
         let Some(verdict) = report.verdict else {
             self.not_counted(report.outcome);
@@ -489,7 +490,10 @@ impl Backend {
     }
 
     /// A Good traffic verdict off the hot path (the backend is not Healthy, a summary is
-    /// due, or the caller was denied). The state word has counted it already.
+    /// due, or the caller was denied). The state word has counted it already. Never
+    /// inlined, nor is [`judge`](Self::judge): `report` stays small enough to be inlined
+    /// into the layer.
+    #[inline(never)]
     fn good_traffic(&self, report: &HealthReport<'_>, verdict: Verdict, before: u64) {
         if status_of(before) == machine::REMOVED {
             return;
@@ -506,6 +510,7 @@ impl Backend {
     }
 
     /// Every report but a Good traffic one.
+    #[inline(never)]
     fn judge(&self, report: &HealthReport<'_>, verdict: Verdict) {
         if self.is_removed() {
             return;
@@ -891,6 +896,7 @@ impl Backend {
 
     /// Cancelled and Local outcomes: no counter moves. A request that cannot be sent as
     /// built is a gateway misconfiguration, said once per backend.
+    #[inline(never)]
     fn not_counted(&self, outcome: &Outcome) {
         if let Outcome::Local(LocalKind::InvalidRequest) = outcome {
             if !self.is_removed() && !self.warned_invalid_request.swap(true, Ordering::AcqRel) {
