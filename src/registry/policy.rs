@@ -52,7 +52,9 @@ pub struct Policy {
     /// judgement off: only probes move the status.
     pub traffic_window: Duration,
     /// How many requests the window must hold before traffic may judge against the
-    /// backend (default 20). Fewer requests can only vouch for it, when none failed.
+    /// backend (default 20). Fewer requests can only vouch for it, when none failed. As
+    /// many Bad traffic verdicts in a row make it Unhealthy at once, whatever the window
+    /// holds (every request is failing).
     pub traffic_min_requests: u32,
     /// The share of Bad verdicts in the window that makes traffic call the backend
     /// Unhealthy (default 0.5).
