@@ -63,6 +63,7 @@ impl fmt::Display for Transition {
         )?;
         match self.evidence {
             Evidence::Probes => write!(f, "{} in a row)", self.consecutive),
+            Evidence::Traffic if self.consecutive == 1 => f.write_str("traffic: 1 request)"),
             Evidence::Traffic => write!(f, "traffic: {} requests)", self.consecutive),
         }
     }
