@@ -151,3 +151,34 @@ impl Transitions {
         self.missed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TransportKind;
+
+    #[test]
+    fn display_says_which_evidence_made_the_change() {
+        let transition = |evidence, consecutive| Transition {
+            backend: "api\n".into(),
+            from: HealthStatus::Healthy,
+            to: HealthStatus::Unhealthy,
+            reason: Reason::Transport(TransportKind::Reset),
+            evidence,
+            consecutive,
+            at: SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(
+            transition(Evidence::Probes, 3).to_string(),
+            r"api\n: healthy -> unhealthy (reset, 3 in a row)"
+        );
+        assert_eq!(
+            transition(Evidence::Traffic, 20).to_string(),
+            r"api\n: healthy -> unhealthy (reset, traffic: 20 requests)"
+        );
+        assert_eq!(
+            transition(Evidence::Traffic, 1).to_string(),
+            r"api\n: healthy -> unhealthy (reset, traffic: 1 request)"
+        );
+    }
+}
