@@ -332,3 +332,29 @@ fn concurrent_reports_are_all_counted() {
     );
     assert!(health.consecutive_successes > 0 || health.consecutive_failures > 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_transition_log_line_names_the_tls_cause() {
+    let (logs, _guard) = Logs::capture(tracing::Level::INFO);
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("secure", AuthStrategy::Unauthenticated);
+    let tls = Outcome::Transport(TransportKind::Tls);
+    for _ in 0..3 {
+        tower_health_classify::ExchangeReport::new(&tls)
+            .origin(Origin::Probe)
+            .tls_failure(Some(tower_health_classify::TlsFailure::CertificateExpired))
+            .report(&handle);
+    }
+    assert_eq!(handle.status(), HealthStatus::Unhealthy);
+    let text = logs.text();
+    let warn = text.lines().find(|l| l.contains(" WARN ")).expect("{text}");
+    assert!(warn.contains("reason=\"tls\""), "{warn}");
+    assert!(
+        warn.contains("tls_failure=\"certificate_expired\""),
+        "{warn}"
+    );
+    assert_eq!(
+        handle.health().last_error.as_deref(),
+        Some("tls certificate_expired")
+    );
+}

@@ -30,7 +30,7 @@ use super::transition::{Evidence, Transition};
 use super::Policy;
 use crate::classify::Outcome;
 use crate::clock::{self, Stamp};
-use crate::error::LocalKind;
+use crate::error::{LocalKind, TlsFailure, TransportKind};
 use crate::sink::{HealthReport, HealthSink};
 use crate::verdict::{AuthStrategy, HealthStatus, Origin, Reason, Verdict};
 
@@ -261,14 +261,21 @@ struct Decision {
 /// How often traffic that a probe would judge Bad (`request_denied`) may ask for a probe.
 const SUSPICION_SPACING: u64 = 1_000_000_000;
 
+/// The state word on a cache line of its own: every Good traffic report of every thread
+/// increments it, and what every report only reads (the strategy, the policy) must not
+/// move between cores with it.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Hot(AtomicU64);
+
 /// One registered backend.
 #[derive(Debug)]
 pub(crate) struct Backend {
+    /// The status, the summary flag, and the Good traffic verdicts (see the consts).
+    state: Hot,
     pub(crate) name: Arc<str>,
     common: Arc<Common>,
     strategy: StrategyCell,
-    /// The status, the summary flag, and the Good traffic verdicts (see the consts).
-    state: AtomicU64,
     /// Probe runs and probes' opinion ([`ProbeRuns`]).
     probes: AtomicU64,
     traffic: Traffic,
@@ -329,9 +336,9 @@ impl Backend {
             metrics: crate::metrics::BackendMetrics::new(&name),
             name,
             strategy: StrategyCell::new(strategy, &common.customs),
-            state: AtomicU64::new(
+            state: Hot(AtomicU64::new(
                 u64::from(machine::status_code(HealthStatus::Unknown)) << STATUS_SHIFT,
-            ),
+            )),
             // Probes say Unknown, with no runs.
             probes: AtomicU64::new(0),
             traffic: Traffic::new(now, common.limits.window),
@@ -361,7 +368,7 @@ impl Backend {
 
     #[inline]
     pub(crate) fn status(&self) -> HealthStatus {
-        machine::status_from_code(status_of(self.state.load(Ordering::Acquire)))
+        machine::status_from_code(status_of(self.state.0.load(Ordering::Acquire)))
     }
 
     #[inline]
@@ -384,7 +391,7 @@ impl Backend {
     }
 
     pub(crate) fn is_removed(&self) -> bool {
-        status_of(self.state.load(Ordering::Acquire)) == machine::REMOVED
+        status_of(self.state.0.load(Ordering::Acquire)) == machine::REMOVED
     }
 
     pub(crate) fn remove(&self) {
@@ -393,17 +400,17 @@ impl Backend {
         let mut last = self.health();
         last.status = HealthStatus::Unknown;
         let _ = self.removed.set(last);
-        let word = self.state.load(Ordering::Acquire);
+        let word = self.state.0.load(Ordering::Acquire);
         #[cfg(feature = "metrics")]
         self.metrics
             .removed(machine::status_from_code(status_of(word)));
         let flip = u64::from(status_of(word) ^ machine::REMOVED) << STATUS_SHIFT;
-        self.state.fetch_xor(flip, Ordering::AcqRel);
+        self.state.0.fetch_xor(flip, Ordering::AcqRel);
     }
 
     /// Good traffic verdicts so far.
     fn goods(&self) -> u64 {
-        self.state.load(Ordering::Acquire) & GOODS
+        self.state.0.load(Ordering::Acquire) & GOODS
     }
 
     /// Good verdicts of any origin so far.
@@ -416,7 +423,7 @@ impl Backend {
         if let Some(last) = self.removed.get() {
             return last.clone();
         }
-        let word = self.state.load(Ordering::Acquire);
+        let word = self.state.0.load(Ordering::Acquire);
         let goods = word & GOODS;
         let all_goods = goods.saturating_add(self.probe_goods.load(Ordering::Acquire));
         let mark = self.goods_at_last_not_good.load(Ordering::Acquire);
@@ -464,7 +471,7 @@ impl Backend {
             return;
         };
         if verdict.is_good() && report.origin == Origin::Traffic {
-            let before = self.state.fetch_add(1, Ordering::AcqRel);
+            let before = self.state.0.fetch_add(1, Ordering::AcqRel);
             if before >> 60 == HOT && verdict.reason != Reason::RequestDenied {
                 self.record(report, verdict);
                 return;
@@ -477,11 +484,15 @@ impl Backend {
 
     #[inline]
     fn record(&self, report: &HealthReport<'_>, verdict: Verdict) {
-        self.last_checked.store(
-            self.common
-                .stamp_tick(report.ended.unwrap_or_else(clock::now)),
-            Ordering::Relaxed,
-        );
+        // At most one write a millisecond: a write per report would bounce the cache line
+        // between the cores that report, and `last_checked` is shown to the millisecond.
+        let checked = self
+            .common
+            .stamp_tick(report.ended.unwrap_or_else(clock::now));
+        let last = self.last_checked.load(Ordering::Relaxed);
+        if last == 0 || checked > last.saturating_add(1_000_000) {
+            self.last_checked.store(checked, Ordering::Relaxed);
+        }
         store_if_changed(&self.last_reason, machine::reason_code(verdict.reason));
         store_if_changed(&self.last_outcome, machine::outcome_code(report.outcome));
         #[cfg(feature = "metrics")]
@@ -657,7 +668,7 @@ impl Backend {
     /// Changes the status if the evidence asks for it and the hold allows it. Returns
     /// whether it changed.
     fn settle(&self, now: u64, origin: Evidence, verdict: Verdict) -> bool {
-        let from = status_of(self.state.load(Ordering::Acquire));
+        let from = status_of(self.state.0.load(Ordering::Acquire));
         if from == machine::REMOVED {
             return false;
         }
@@ -680,7 +691,7 @@ impl Backend {
         verdict: Verdict,
         probes: Option<ProbeRuns>,
     ) -> bool {
-        let word = self.state.load(Ordering::Acquire);
+        let word = self.state.0.load(Ordering::Acquire);
         if status_of(word) == machine::REMOVED {
             return false;
         }
@@ -691,7 +702,9 @@ impl Backend {
         };
         let to = decision.to;
         let flip = u64::from(machine::status_code(from) ^ machine::status_code(to));
-        self.state.fetch_xor(flip << STATUS_SHIFT, Ordering::AcqRel);
+        self.state
+            .0
+            .fetch_xor(flip << STATUS_SHIFT, Ordering::AcqRel);
         self.since.store(now, Ordering::Release);
         self.evidence.store(
             match decision.evidence {
@@ -714,7 +727,7 @@ impl Backend {
         let (logged, summary) = log.transition(now, &self.common.limits);
         if log.summary_pending() {
             self.summary_due.store(log.interval_end, Ordering::Release);
-            self.state.fetch_or(SUMMARY_DUE, Ordering::AcqRel);
+            self.state.0.fetch_or(SUMMARY_DUE, Ordering::AcqRel);
         }
         // Published under the lock, so that subscribers see one backend's changes in
         // order. No subscriber is fine: transitions are not queued for nobody.
@@ -740,7 +753,7 @@ impl Backend {
 
     /// Writes the summary of a log interval that has ended, if one is due.
     fn flush_summary(&self, now: u64) {
-        if self.state.load(Ordering::Acquire) & SUMMARY_DUE == 0
+        if self.state.0.load(Ordering::Acquire) & SUMMARY_DUE == 0
             || now < self.summary_due.load(Ordering::Acquire)
         {
             return;
@@ -750,7 +763,7 @@ impl Backend {
         };
         let summary = log.roll(now, &self.common.limits);
         if !log.summary_pending() {
-            self.state.fetch_and(!SUMMARY_DUE, Ordering::AcqRel);
+            self.state.0.fetch_and(!SUMMARY_DUE, Ordering::AcqRel);
         }
         drop(log);
         if let Some(changes) = summary {
@@ -765,6 +778,13 @@ impl Backend {
         reason: Reason,
         decision: Decision,
     ) {
+        // A TLS failure's cause, from the failure that made the change.
+        let tls_failure = match reason {
+            Reason::Transport(TransportKind::Tls) => {
+                failure::tls_failure(self.last_failure.load(Ordering::Acquire))
+            }
+            _ => None,
+        };
         macro_rules! log_transition {
             ($level:ident) => {
                 tracing::$level!(
@@ -773,6 +793,7 @@ impl Backend {
                     from = from.as_str(),
                     to = to.as_str(),
                     reason = reason.as_str(),
+                    tls_failure = tls_failure.map(TlsFailure::as_str),
                     evidence = decision.evidence.as_str(),
                     consecutive = decision.consecutive,
                     "backend health changed"

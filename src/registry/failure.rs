@@ -81,6 +81,12 @@ const BEARER_ERRORS: [&str; 4] = [
     "other error",
 ];
 
+/// The TLS cause a stored word names, if any.
+pub(crate) fn tls_failure(word: u64) -> Option<TlsFailure> {
+    let code = ((word >> 41) & 0x7F) as usize;
+    TLS_FAILURES.get(code.checked_sub(1)?).copied()
+}
+
 /// What a snapshot shows for a stored word (`None` for 0): `server_error 503`,
 /// `unauthorized 401 Bearer invalid_token [credentials sent]`, `tls certificate_expired`.
 pub(crate) fn describe(word: u64) -> Option<String> {
@@ -89,8 +95,7 @@ pub(crate) fn describe(word: u64) -> Option<String> {
     let mut text = String::from(name);
     if name == "transport" {
         let kind = TRANSPORT_KINDS[((word >> 24) & 0xFF) as usize % TRANSPORT_KINDS.len()];
-        let tls = ((word >> 41) & 0x7F) as usize;
-        if let Some(cause) = tls.checked_sub(1).and_then(|i| TLS_FAILURES.get(i)) {
+        if let Some(cause) = tls_failure(word) {
             return Some(format!("tls {}", cause.as_str()));
         }
         text.push(' ');
@@ -202,6 +207,18 @@ mod tests {
             );
         }
         assert_eq!(describe(0), None);
+    }
+
+    #[test]
+    fn every_tls_cause_is_named() {
+        let tls = Outcome::Transport(TransportKind::Tls);
+        for cause in TLS_FAILURES {
+            let word = encode(&tls, Some(cause));
+            assert_eq!(describe(word).unwrap(), format!("tls {}", cause.as_str()));
+            assert_eq!(tls_failure(word), Some(cause));
+        }
+        assert_eq!(describe(encode(&tls, None)).unwrap(), "transport tls");
+        assert_eq!(tls_failure(encode(&tls, None)), None);
     }
 
     #[test]

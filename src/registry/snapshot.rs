@@ -60,7 +60,7 @@ pub struct BackendHealth {
     /// When the status last changed (or the backend was registered).
     #[cfg_attr(feature = "serde", serde(serialize_with = "rfc3339::serialize"))]
     pub since: SystemTime,
-    /// When the latest counted report came; `None` before the first.
+    /// When the latest counted report came, to the millisecond; `None` before the first.
     #[cfg_attr(feature = "serde", serde(serialize_with = "rfc3339::serialize_option"))]
     pub last_checked: Option<SystemTime>,
     /// Counted reports (Cancelled and Local ones are not counted).
