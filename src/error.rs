@@ -343,6 +343,17 @@ impl AuthError {
         }
     }
 
+    /// The same error without the inner error it was recognised in.
+    fn without_source(&self) -> Self {
+        let mut auth = self.clone();
+        match &mut auth {
+            AuthError::Unauthorized { source, .. }
+            | AuthError::Forbidden { source, .. }
+            | AuthError::ProxyAuthenticationRequired { source, .. } => *source = None,
+        }
+        auth
+    }
+
     fn cause(&self) -> Option<&Arc<dyn Error + Send + Sync + 'static>> {
         match self {
             AuthError::Unauthorized { source, .. }
@@ -625,7 +636,9 @@ impl BackendError {
     /// outcome, whichever classifier chose it.
     pub fn outcome(&self) -> Outcome {
         match self {
-            BackendError::Auth(auth) => Outcome::Auth(auth.clone()),
+            // The sink got the auth error before the inner error was attached as its
+            // source (a report never carries an inner error: its text may hold secrets).
+            BackendError::Auth(auth) => Outcome::Auth(auth.without_source()),
             BackendError::Transport { kind, .. } => Outcome::Transport(*kind),
             BackendError::Tls { .. } => Outcome::Transport(TransportKind::Tls),
             BackendError::Timeout { .. } => Outcome::Transport(TransportKind::Timeout),

@@ -451,10 +451,18 @@ impl Classifier for QuirkClassifier {
 
 /// What a custom classifier may make of an inner error: each variant of `BackendError`,
 /// and outcomes that have none of their own.
-const CUSTOM: [(&str, Outcome); 9] = [
+const CUSTOM: [(&str, Outcome); 10] = [
     (
         "a 5xx read in a client library's error",
         Outcome::ServerError(StatusCode::BAD_GATEWAY),
+    ),
+    (
+        "a 401 read in a client library's error (the error becomes its source)",
+        Outcome::Auth(tower_health_classify::AuthError::Unauthorized {
+            challenges: Vec::new(),
+            credentials_sent: false,
+            source: None,
+        }),
     ),
     (
         "a 429 with its delay",
