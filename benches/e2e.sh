@@ -6,8 +6,12 @@
 #   bash benches/e2e.sh [seconds per run (10)] [rounds (3)] [connections (16)]
 #
 # Installs wrk and nginx from Debian's packages when they are missing. Everything listens
-# on 127.0.0.1 and stops when the script ends.
+# on 127.0.0.1 and stops when the script ends. The proxy is built where cargo puts it
+# (`CARGO_TARGET_DIR` and cargo's own configuration are honoured). A round whose wrk run
+# got no answer, a non-2xx answer or a socket error stops the script with its output.
 set -euo pipefail
+# Failures inside `$(run ...)` must stop the script too.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 rounds=${2:-3}
@@ -20,7 +24,13 @@ if ! command -v wrk >/dev/null || ! [ -x /usr/sbin/nginx ]; then
 fi
 
 cargo build --release --example proxy -q
-proxy=target/release/examples/proxy
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+proxy=$target_dir/release/examples/proxy
+if ! [ -x "$proxy" ]; then
+  echo "the proxy was built, but is not at $proxy" >&2
+  exit 1
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -71,21 +81,39 @@ url = "http://127.0.0.1:$backend_port"
 strategy = "unauthenticated"
 CONF
 
+# Fails unless wrk's output `$2` shows answers, all 2xx, and no socket error.
+check_wrk() {
+  local what=$1 out=$2 rps
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  if [ -z "$rps" ] || ! awk -v r="$rps" 'BEGIN {exit !(r > 0)}' ||
+    grep -qE '^ +(Non-2xx or 3xx responses|Socket errors):' <<<"$out"; then
+    printf '%s got no clean answers:\n%s\n' "$what" "$out" >&2
+    return 1
+  fi
+}
+
 # One wrk run against a freshly started proxy; prints "requests_per_sec p99_ms".
 run() {
   local mode=$1
   if [ "$mode" = without ]; then
-    PROXY_WITHOUT_CLASSIFY_LAYER=1 RUST_LOG=warn "$proxy" --config "$work/proxy.toml" >/dev/null 2>&1 &
+    PROXY_WITHOUT_CLASSIFY_LAYER=1 RUST_LOG=warn "$proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 &
   else
-    RUST_LOG=warn "$proxy" --config "$work/proxy.toml" >/dev/null 2>&1 &
+    RUST_LOG=warn "$proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 &
   fi
-  local pid=$!
-  wait_port "$proxy_port"
-  wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$proxy_port/bench/" >/dev/null # warm-up
-  local out
-  out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$proxy_port/bench/")
-  kill "$pid"
+  local pid=$! out ok=0
+  wait_port "$proxy_port" &&
+    out=$(wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$proxy_port/bench/") && # warm-up
+    check_wrk "the $mode warm-up" "$out" &&
+    out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$proxy_port/bench/") &&
+    check_wrk "the $mode run" "$out" &&
+    ok=1
+  kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  if [ "$ok" != 1 ]; then
+    echo "the proxy's log:" >&2
+    tail -n 20 "$work/proxy.log" >&2
+    return 1
+  fi
   local rps p99
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}' <<<"$out")
