@@ -17,8 +17,8 @@ use http_body_util::Empty;
 use tower::util::MapResponseLayer;
 use tower::{service_fn, Layer, Service};
 use tower_health_classify::{
-    parse_challenges, AuthStrategy, BackendHandle, HealthClassifyLayer, HealthRegistry,
-    HealthReport, HealthSink, Policy,
+    parse_challenges, AuthStrategy, BackendHandle, HealthClassifyLayer, HealthGateLayer,
+    HealthRegistry, HealthReport, HealthSink, Policy,
 };
 use tower_http::trace::TraceLayer;
 
@@ -109,9 +109,22 @@ fn per_request(c: &mut Criterion) {
 
     let registry = HealthRegistry::new(Policy::default());
     let handle = registry.register("bench", AuthStrategy::UpstreamInject);
-    let mut registered = HealthClassifyLayer::new(handle).layer(service_fn(ok));
+    let mut registered = HealthClassifyLayer::new(handle.clone()).layer(service_fn(ok));
     group.bench_function("d_health_classify_registry_handle", |b| {
         b.iter(|| black_box(call(&mut registered)))
+    });
+
+    // (d) behind a gate on the same backend, Healthy: what the gate adds to a request.
+    let mut gated = HealthGateLayer::new(handle.clone())
+        .layer(HealthClassifyLayer::new(handle.clone()).layer(service_fn(ok)));
+    group.bench_function("d4_health_gate_over_d", |b| {
+        b.iter(|| black_box(call(&mut gated)))
+    });
+    let mut gated_readiness = HealthGateLayer::new(handle.clone())
+        .not_ready_while_bad()
+        .layer(HealthClassifyLayer::new(handle).layer(service_fn(ok)));
+    group.bench_function("d5_health_gate_not_ready_while_bad_over_d", |b| {
+        b.iter(|| black_box(call(&mut gated_readiness)))
     });
 
     // The same handle, made to read the coarse clock: what it costs without the latency

@@ -205,6 +205,10 @@ pub enum LocalKind {
     /// The request cannot be sent as built: a bad URI or an unsupported scheme. This is
     /// a gateway misconfiguration.
     InvalidRequest,
+    /// A [`HealthGate`](crate::HealthGate) held the request back because the backend is
+    /// Unhealthy or Unauthenticated ([`BackendError::NotSent`]): nothing was sent, so
+    /// nothing counts against the backend.
+    NotSent,
     /// Any other local failure.
     Other,
 }
@@ -216,6 +220,7 @@ impl LocalKind {
         match self {
             LocalKind::Overloaded => "overloaded",
             LocalKind::InvalidRequest => "invalid_request",
+            LocalKind::NotSent => "not_sent",
             LocalKind::Other => "other",
         }
     }
@@ -527,6 +532,15 @@ pub enum BackendError {
         #[source]
         source: BoxError,
     },
+    /// A [`HealthGate`](crate::HealthGate) did not send the request: the backend is
+    /// Unhealthy or Unauthenticated and no trial request was due. Its outcome is
+    /// [`Outcome::Local`]`(`[`LocalKind::NotSent`]`)`, which never counts against the
+    /// backend.
+    #[error("not sent: backend {status}")]
+    NotSent {
+        /// The backend's status when the request was held back.
+        status: crate::verdict::HealthStatus,
+    },
     /// An error a custom [`Classifier`](crate::Classifier) classified as an outcome none
     /// of the variants above stands for (a 5xx or a 429 it read in a client library's
     /// error, say).
@@ -624,6 +638,13 @@ impl BackendError {
         }
     }
 
+    /// Whether a [`HealthGate`](crate::HealthGate) held the request back
+    /// ([`BackendError::NotSent`]): nothing was sent.
+    #[inline]
+    pub fn is_not_sent(&self) -> bool {
+        matches!(self, BackendError::NotSent { .. })
+    }
+
     /// The auth failure, if this is one.
     pub fn auth(&self) -> Option<&AuthError> {
         match self {
@@ -643,6 +664,7 @@ impl BackendError {
             BackendError::Tls { .. } => Outcome::Transport(TransportKind::Tls),
             BackendError::Timeout { .. } => Outcome::Transport(TransportKind::Timeout),
             BackendError::Local { kind, .. } => Outcome::Local(*kind),
+            BackendError::NotSent { .. } => Outcome::Local(LocalKind::NotSent),
             BackendError::Other { outcome, .. } => outcome.clone(),
         }
     }

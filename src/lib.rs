@@ -356,6 +356,8 @@ mod classify;
 mod clock;
 mod error;
 pub mod future;
+#[cfg(feature = "registry")]
+pub mod gate;
 mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -376,6 +378,8 @@ pub use crate::classify::{
     DefaultClassifier, Outcome,
 };
 pub use crate::error::{AuthError, BackendError, BoxError, LocalKind, TlsFailure, TransportKind};
+#[cfg(feature = "registry")]
+pub use crate::gate::{HealthGate, HealthGateLayer};
 pub use crate::layer::HealthClassifyLayer;
 #[cfg(feature = "probe")]
 pub use crate::probe::{ProbeCall, Prober, ProberBuilder};

@@ -19,7 +19,9 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
 use tower::{service_fn, Layer, Service};
-use tower_health_classify::{AuthStrategy, HealthClassifyLayer, HealthRegistry, Policy};
+use tower_health_classify::{
+    AuthStrategy, HealthClassifyLayer, HealthGateLayer, HealthRegistry, HealthStatus, Policy,
+};
 
 struct Counting;
 
@@ -125,6 +127,28 @@ fn success_with_a_registry_handle_allocates_nothing() {
     };
     assert_eq!(allocations_with_headers, 0);
     assert_eq!(registry.status("api").unwrap().as_str(), "healthy");
+}
+
+#[test]
+fn a_gate_on_a_healthy_backend_allocates_nothing() {
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("api", AuthStrategy::TokenExchange);
+    let classified = HealthClassifyLayer::new(handle.clone()).layer(service_fn(ok));
+    for not_ready_while_bad in [false, true] {
+        let layer = HealthGateLayer::new(handle.clone());
+        let layer = if not_ready_while_bad {
+            layer.not_ready_while_bad()
+        } else {
+            layer
+        };
+        let mut service = layer.layer(classified.clone());
+        assert_eq!(
+            per_request(&mut service, || Request::new(()), 1_000),
+            0,
+            "not_ready_while_bad: {not_ready_while_bad}"
+        );
+    }
+    assert_eq!(handle.status(), HealthStatus::Healthy);
 }
 
 fn ok_full(_req: Request<()>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {

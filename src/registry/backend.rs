@@ -309,6 +309,9 @@ pub(crate) struct Backend {
     lock: Mutex<Log>,
     /// Woken when traffic asks for a probe; the prober's task for this backend waits on it.
     pub(crate) probe_now: Notify,
+    /// Every waiter woken at each change of status and at removal: what a gate that is
+    /// not ready while the backend is Bad waits on ([`BackendHandle::changed`]).
+    changed: Notify,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::BackendMetrics,
 }
@@ -362,6 +365,7 @@ impl Backend {
             removed: OnceLock::new(),
             lock: Mutex::new(Log::default()),
             probe_now: Notify::new(),
+            changed: Notify::new(),
             common,
         }
     }
@@ -406,6 +410,7 @@ impl Backend {
             .removed(machine::status_from_code(status_of(word)));
         let flip = u64::from(status_of(word) ^ machine::REMOVED) << STATUS_SHIFT;
         self.state.0.fetch_xor(flip, Ordering::AcqRel);
+        self.changed.notify_waiters();
     }
 
     /// Good traffic verdicts so far.
@@ -706,6 +711,7 @@ impl Backend {
             .0
             .fetch_xor(flip << STATUS_SHIFT, Ordering::AcqRel);
         self.since.store(now, Ordering::Release);
+        self.changed.notify_waiters();
         self.evidence.store(
             match decision.evidence {
                 Evidence::Probes => 1,
@@ -965,6 +971,44 @@ impl BackendHandle {
     /// Whether the backend was removed from its registry (reports are then dropped).
     pub fn is_removed(&self) -> bool {
         self.backend.is_removed()
+    }
+
+    /// Completes at the backend's next change of status (or its removal), from the
+    /// moment it is first polled: read [`status`](Self::status) after that first poll,
+    /// so that a change between the two is not missed. For a task that waits for one
+    /// backend rather than following every [`Transition`] of the registry.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::pin::pin;
+    /// use tower_health_classify::{AuthStrategy, ExchangeReport, HealthRegistry, HealthStatus, Origin, Outcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = HealthRegistry::default();
+    /// let search = registry.register("search", AuthStrategy::Unauthenticated);
+    /// let mut changed = pin!(search.changed());
+    /// assert!(futures_poll_once(changed.as_mut()).is_pending());
+    ///
+    /// let ok = Outcome::Success(http::StatusCode::OK);
+    /// ExchangeReport::new(&ok).origin(Origin::Probe).report(&search);
+    /// changed.await;
+    /// assert_eq!(search.status(), HealthStatus::Healthy);
+    /// # }
+    /// # fn futures_poll_once<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    /// #     f.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    /// # }
+    /// ```
+    pub fn changed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let backend = self.backend.clone();
+        async move { backend.changed.notified().await }
+    }
+
+    /// Registry ticks of the latest change of status: tells one Bad spell from the next.
+    #[inline]
+    pub(crate) fn changed_at(&self) -> u64 {
+        self.backend.since.load(Ordering::Acquire)
     }
 }
 
