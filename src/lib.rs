@@ -349,6 +349,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "balance")]
+mod balance;
 pub mod body;
 #[cfg(feature = "probe")]
 pub mod check;
@@ -373,6 +375,8 @@ mod sink;
 mod trace;
 mod verdict;
 
+#[cfg(feature = "balance")]
+pub use crate::balance::{ConnectFailover, Endpoint, EndpointFuture, HealthDiscover};
 pub use crate::classify::{
     classify_error, classify_response, parse_challenges, text, BearerError, Challenge, Classifier,
     DefaultClassifier, Outcome,
