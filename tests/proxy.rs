@@ -24,6 +24,9 @@ mod config;
 #[path = "../examples/proxy/demo.rs"]
 mod demo;
 #[allow(dead_code)]
+#[path = "../examples/proxy/endpoints.rs"]
+mod endpoints;
+#[allow(dead_code)]
 #[path = "../examples/proxy/forward.rs"]
 mod forward;
 #[allow(dead_code)]
@@ -78,7 +81,9 @@ healthy_threshold = 1
 degraded_threshold = 1
 "#;
 
-/// One probe at start, then none for an hour: traffic alone moves what follows.
+/// One probe at start, then none for an hour: traffic alone moves what follows. No gate:
+/// these tests look at what a failing backend's answers become, and the probe at start
+/// may mark the backend before their first request (the gate has its own test).
 const ONCE: &str = r#"
 [health]
 interval = "1h"
@@ -87,6 +92,7 @@ jitter = 0.0
 unhealthy_threshold = 1
 healthy_threshold = 1
 degraded_threshold = 1
+fail_fast = false
 "#;
 
 /// Marks the probes so that a backend can tell them from traffic.
@@ -1447,4 +1453,208 @@ async fn without_a_ca_file_a_private_ca_is_an_unknown_issuer_and_http_is_unchang
     wait_status(&gateway, "private", HealthStatus::Unhealthy).await;
     wait_status(&gateway, "plain", HealthStatus::Healthy).await;
     gateway.shutdown(Duration::from_secs(1)).await;
+}
+
+// === acting on health ===
+
+/// Probes every 50 ms with the default thresholds: 3 Bad in a row to be Unhealthy, 2 Good
+/// to come back.
+const ENDPOINTS: &str = r#"
+[health]
+interval = "50ms"
+timeout = "1s"
+jitter = 0.0
+"#;
+
+/// A `[[backends]]` entry with several endpoints.
+fn urls_backend(name: &str, urls: &[String], extra: &str) -> String {
+    let urls: Vec<String> = urls.iter().map(|url| format!("{url:?}")).collect();
+    format!(
+        "\n[[backends]]\nname = \"{name}\"\nurls = [{}]\nstrategy = \"unauthenticated\"\n{extra}\n",
+        urls.join(", ")
+    )
+}
+
+/// The sequential answers to `n` GETs of `path`.
+async fn statuses(gateway: &Gateway, path: &str, n: usize) -> Vec<StatusCode> {
+    let mut statuses = Vec::with_capacity(n);
+    for _ in 0..n {
+        statuses.push(get(&url(gateway, path)).await.status);
+    }
+    statuses
+}
+
+fn count_ok(statuses: &[StatusCode]) -> usize {
+    statuses.iter().filter(|s| **s == StatusCode::OK).count()
+}
+
+#[tokio::test]
+async fn one_of_two_endpoints_dies_under_traffic_and_comes_back() {
+    let (a, seen_a) = recording(ok).await;
+    let (b, seen_b) = recording(ok).await;
+    let (b_addr, b_url) = (b.addr, b.url());
+    let (a_name, b_name) = (format!("catalog@{}", a.url()), format!("catalog@{b_url}"));
+    let toml = format!(
+        "{ENDPOINTS}{}",
+        urls_backend("catalog", &[a.url(), b.url()], PROBE)
+    );
+    let gateway = Arc::new(start(&toml, &[]).await);
+    wait_status(&gateway, &a_name, HealthStatus::Healthy).await;
+    wait_status(&gateway, &b_name, HealthStatus::Healthy).await;
+
+    // Warm-up: both endpoints serve.
+    assert_eq!(count_ok(&statuses(&gateway, "/catalog/", 40).await), 40);
+    assert!(!seen_a.traffic().is_empty() && !seen_b.traffic().is_empty());
+
+    // Steady sequential traffic while the second endpoint dies and is marked.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = tokio::spawn({
+        let (gateway, stop, b_name) = (gateway.clone(), stop.clone(), b_name.clone());
+        async move {
+            // (answer, whether the dead endpoint was marked when the request was sent)
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let marked = gateway.registry().status(&b_name) == Some(HealthStatus::Unhealthy);
+                answers.push((get(&url(&gateway, "/catalog/")).await.status, marked));
+            }
+            answers
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.stop().await;
+    wait_status(&gateway, &b_name, HealthStatus::Unhealthy).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let answers = within("the traffic stops", traffic).await.unwrap();
+    let before: Vec<StatusCode> = answers.iter().filter(|a| !a.1).map(|a| a.0).collect();
+    let after: Vec<StatusCode> = answers.iter().filter(|a| a.1).map(|a| a.0).collect();
+    eprintln!(
+        "until marked: {} of {} answered 200; once marked: {} of {}",
+        count_ok(&before),
+        before.len(),
+        count_ok(&after),
+        after.len()
+    );
+    assert!(
+        count_ok(&before) * 100 >= before.len() * 99,
+        "until marked: {before:?}"
+    );
+    assert!(!after.is_empty());
+    assert_eq!(count_ok(&after), after.len(), "once marked: {after:?}");
+
+    // 200 sequential requests with one endpoint of two dead.
+    let answers = statuses(&gateway, "/catalog/", 200).await;
+    assert!(count_ok(&answers) >= 198, "{answers:?}");
+
+    // The health endpoints show the endpoint under its backend.
+    let health = get(&url(&gateway, "/health/backends")).await.json();
+    let catalog = &health["backends"][0];
+    assert_eq!(catalog["name"], "catalog");
+    assert_eq!(catalog["status"], "degraded", "{health:#}");
+    let endpoints = catalog["endpoints"].as_array().unwrap();
+    assert_eq!(
+        endpoints
+            .iter()
+            .map(|e| (
+                e["url"].as_str().unwrap().to_owned(),
+                e["status"].as_str().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [(a.url(), "healthy"), (b_url, "unhealthy")]
+    );
+    assert_eq!(endpoints[1]["reason"], "connection_refused");
+    let metrics = get(&url(&gateway, "/metrics")).await.body;
+    for line in [
+        format!(r#"backend_health_status{{backend="{a_name}",status="healthy"}} 1"#),
+        format!(r#"backend_health_status{{backend="{b_name}",status="unhealthy"}} 1"#),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in\n{metrics}"
+        );
+    }
+
+    // Back on its port: used again once probes find it healthy.
+    let seen_back = backends::Recorder::default();
+    let _back = Server::start_on(b_addr, backends::recording_router(seen_back.clone(), ok))
+        .await
+        .expect("the port is free again");
+    wait_status(&gateway, &b_name, HealthStatus::Healthy).await;
+    assert_eq!(count_ok(&statuses(&gateway, "/catalog/", 50).await), 50);
+    assert!(
+        !seen_back.traffic().is_empty(),
+        "the endpoint that came back gets traffic again"
+    );
+    let health = get(&url(&gateway, "/health/backends")).await.json();
+    assert_eq!(health["backends"][0]["status"], "healthy", "{health:#}");
+}
+
+#[tokio::test]
+async fn every_endpoint_dead_fails_open_with_a_clear_502_said_once() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dead = [closed_port(), closed_port()].map(|addr| format!("http://{addr}"));
+    let gateway = start(
+        &format!("{ENDPOINTS}{}", urls_backend("catalog", &dead, "")),
+        &[],
+    )
+    .await;
+    for url in &dead {
+        wait_status(&gateway, &format!("catalog@{url}"), HealthStatus::Unhealthy).await;
+    }
+    for _ in 0..5 {
+        let answer = get(&url(&gateway, "/catalog/x")).await;
+        assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.body);
+        assert_eq!(answer.json()["error"], "bad_gateway");
+        assert_eq!(answer.json()["reason"], "connection_refused");
+    }
+    let health = get(&url(&gateway, "/health/backends")).await.json();
+    assert_eq!(health["backends"][0]["status"], "unhealthy", "{health:#}");
+    let logs = captured.text();
+    assert_eq!(
+        logs.matches("backend failing open").count(),
+        1,
+        "said once:\n{logs}"
+    );
+    gateway.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_bad_backend_with_one_url_gets_503_and_no_request() {
+    fn failing(_: &Seen) -> Response {
+        Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Body::empty())
+            .unwrap()
+    }
+    let (server, seen) = recording(failing).await;
+    for (fail_fast, status) in [
+        ("", StatusCode::SERVICE_UNAVAILABLE),
+        ("fail_fast = false\n", StatusCode::INTERNAL_SERVER_ERROR),
+    ] {
+        let toml = format!(
+            "{FAST}{fail_fast}{}",
+            backend("broken", &server.url(), "unauthenticated", PROBE)
+        );
+        let gateway = start(&toml, &[]).await;
+        wait_status(&gateway, "broken", HealthStatus::Unhealthy).await;
+        let before = seen.traffic().len();
+        let answer = get(&url(&gateway, "/broken/x")).await;
+        assert_eq!(answer.status, status, "{fail_fast:?}: {}", answer.body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(answer.json()["error"], "backend_unhealthy");
+            assert_eq!(answer.json()["reason"], "unhealthy");
+            assert_eq!(seen.traffic().len(), before, "nothing sent");
+        } else {
+            assert_eq!(seen.traffic().len(), before + 1);
+        }
+        gateway.shutdown(Duration::from_secs(1)).await;
+    }
 }

@@ -19,9 +19,13 @@
 //! log_budget = 3                 #   one summary line per interval
 //! reminder_initial = "1m"        # while Bad, reminders doubling up to reminder_max
 //! reminder_max = "1h"
+//! fail_fast = true               # a Bad backend gets 503 without a request sent, but for
+//!                                #   one trial per backoff (1 s doubling to 30 s)
 //! [[backends]]
 //! name = "github"                # the route: /github/...
 //! url = "http://127.0.0.1:9001"  # http:// or https://; a base path is kept (http://host/api)
+//! # or, for several endpoints of one backend (balanced, each probed on its own):
+//! # urls = ["http://10.0.0.1:9001", "http://10.0.0.2:9001"]
 //! strategy = "upstream_inject"   # unauthenticated | header_injection | token_exchange | upstream_inject
 //! timeout = "30s"                # optional: how long a proxied request may wait for the response head
 //! ca_file = "certs/private-ca.pem" # optional, https only: trust these CAs (PEM) instead of the built-in roots
@@ -98,6 +102,8 @@ pub(crate) struct HealthConfig {
     pub(crate) timeout: Duration,
     pub(crate) jitter: f64,
     pub(crate) policy: Policy,
+    /// A backend with one URL that is Bad gets no traffic but trials (`HealthGate`).
+    pub(crate) fail_fast: bool,
 }
 
 impl Default for HealthConfig {
@@ -107,6 +113,7 @@ impl Default for HealthConfig {
             timeout: Duration::from_secs(10),
             jitter: 0.1,
             policy: Policy::default(),
+            fail_fast: true,
         }
     }
 }
@@ -115,8 +122,9 @@ impl Default for HealthConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct BackendConfig {
     pub(crate) name: String,
-    /// `http://host:port` plus an optional base path without a trailing slash.
-    pub(crate) url: Uri,
+    /// `http://host:port` plus an optional base path without a trailing slash: one
+    /// (`url`), or one per endpoint (`urls`), never empty and without duplicates.
+    pub(crate) urls: Vec<Uri>,
     pub(crate) strategy: StrategyConfig,
     pub(crate) probe: ProbeConfig,
     /// How long a proxied request waits for the response head (the body may stream on).
@@ -266,13 +274,15 @@ struct RawHealth {
     log_budget: Option<Spanned<u32>>,
     reminder_initial: Option<Spanned<HumanDuration>>,
     reminder_max: Option<Spanned<HumanDuration>>,
+    fail_fast: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     name: Spanned<String>,
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
+    urls: Option<Spanned<Vec<Spanned<String>>>>,
     strategy: Spanned<String>,
     timeout: Option<Spanned<HumanDuration>>,
     header: Option<Spanned<String>>,
@@ -384,6 +394,7 @@ fn health(raw: Option<&RawHealth>, at: &Lines<'_>) -> Result<HealthConfig, Confi
         }
         health.jitter = *jitter.get_ref();
     }
+    health.fail_fast = raw.fail_fast.unwrap_or(health.fail_fast);
 
     // The registry's policy: every key is checked by `Policy::validate`, which names the
     // field; the error is reported at that key's line.
@@ -445,8 +456,7 @@ fn backend(
     let raw = spanned.get_ref();
     let name = raw.name.get_ref();
     check_name(name).map_err(|message| at.error(format!("{key}.name"), &raw.name, message))?;
-    let url = backend_url(raw.url.get_ref())
-        .map_err(|message| at.error(format!("{key}.url"), &raw.url, message))?;
+    let urls = backend_urls(key, spanned, at)?;
 
     let strategy_name = raw.strategy.get_ref().as_str();
     let Some((_, allowed)) = STRATEGY_KEYS.iter().find(|(s, _)| *s == strategy_name) else {
@@ -572,7 +582,7 @@ fn backend(
                 _ => None,
             };
             let https = |uri: &Uri| uri.scheme() == Some(&Scheme::HTTPS);
-            if !https(&url) && !token_url.is_some_and(https) {
+            if !urls.iter().any(https) && !token_url.is_some_and(https) {
                 return Err(at.error(
                     ca_key,
                     path,
@@ -589,7 +599,7 @@ fn backend(
     };
     Ok(BackendConfig {
         name: name.clone(),
-        url,
+        urls,
         strategy,
         probe,
         timeout,
@@ -672,6 +682,60 @@ fn http_url(value: &str) -> Result<Uri, String> {
         return Err("the URL has no host".into());
     }
     Ok(uri)
+}
+
+/// `url`, or every URL of `urls`, checked: exactly one of the two keys, at least one URL,
+/// none twice.
+fn backend_urls(
+    key: &str,
+    spanned: &Spanned<RawBackend>,
+    at: &Lines<'_>,
+) -> Result<Vec<Uri>, ConfigError> {
+    let raw = spanned.get_ref();
+    match (&raw.url, &raw.urls) {
+        (Some(_), Some(urls)) => Err(at.error(
+            format!("{key}.urls"),
+            urls,
+            "give either url (one endpoint) or urls (several), not both",
+        )),
+        (None, None) => Err(ConfigError {
+            key: Some(format!("{key}.url")),
+            line: Some(at.line(spanned)),
+            message: "is required (or urls, for a backend with several endpoints)".into(),
+        }),
+        (Some(url), None) => backend_url(url.get_ref())
+            .map(|uri| vec![uri])
+            .map_err(|message| at.error(format!("{key}.url"), url, message)),
+        (None, Some(urls)) => {
+            if urls.get_ref().is_empty() {
+                return Err(at.error(
+                    format!("{key}.urls"),
+                    urls,
+                    "is empty; give at least one URL",
+                ));
+            }
+            let mut parsed: Vec<Uri> = Vec::with_capacity(urls.get_ref().len());
+            for (i, url) in urls.get_ref().iter().enumerate() {
+                let url_key = format!("{key}.urls[{i}]");
+                let uri = backend_url(url.get_ref())
+                    .map_err(|message| at.error(&url_key, url, message))?;
+                if parsed.contains(&uri) {
+                    return Err(at.error(url_key, url, format!("{uri} is listed twice")));
+                }
+                parsed.push(uri);
+            }
+            Ok(parsed)
+        }
+    }
+}
+
+/// How an endpoint's URL is shown: as configured, without the slash of an empty path.
+pub(crate) fn url_label(url: &Uri) -> String {
+    let text = url.to_string();
+    match text.strip_suffix('/') {
+        Some(trimmed) if url.path() == "/" => trimmed.to_owned(),
+        _ => text,
+    }
 }
 
 /// A backend's base URL: scheme, authority and path prefix, without a trailing slash.
@@ -976,6 +1040,33 @@ strategy = "unauthenticated"
     }
 
     #[test]
+    fn urls_make_one_endpoint_each_and_url_one() {
+        let file = r#"
+[[backends]]
+name = "search"
+urls = ["http://127.0.0.1:9001", "http://127.0.0.1:9002/api/"]
+strategy = "unauthenticated"
+[[backends]]
+name = "one"
+url = "http://127.0.0.1:9003"
+strategy = "unauthenticated"
+"#;
+        let config = parse(file, &env(&[])).unwrap();
+        let labels: Vec<Vec<String>> = config
+            .backends
+            .iter()
+            .map(|backend| backend.urls.iter().map(url_label).collect())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                vec!["http://127.0.0.1:9001", "http://127.0.0.1:9002/api"],
+                vec!["http://127.0.0.1:9003"],
+            ]
+        );
+    }
+
+    #[test]
     fn the_issue_example_parses_with_every_strategy() {
         let text = r#"
 listen = "127.0.0.1:8181"
@@ -1032,7 +1123,7 @@ strategy = "unauthenticated"
         assert_eq!(github.probe.headers["content-type"], "application/json");
         assert!(github.probe.body.contains("ping"));
         assert!(matches!(github.strategy, StrategyConfig::UpstreamInject));
-        assert_eq!(search.url, "http://127.0.0.1:9002/api");
+        assert_eq!(search.urls, ["http://127.0.0.1:9002/api"]);
         assert_eq!(search.timeout, Duration::from_secs(2));
         assert_eq!(search.probe.method, Method::GET);
         match &search.strategy {
@@ -1058,7 +1149,7 @@ strategy = "unauthenticated"
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(open.url, "http://[::1]:9005/");
+        assert_eq!(open.urls, ["http://[::1]:9005/"]);
         assert_eq!(open.timeout, Duration::from_secs(30));
     }
 
@@ -1225,6 +1316,34 @@ strategy = "unauthenticated"
                 Some("backends[1].url"),
                 Some(5),
                 "required",
+            ),
+            (
+                "url and urls both",
+                "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nurls = [\"http://127.0.0.1:2\"]\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].urls"),
+                Some(4),
+                "not both",
+            ),
+            (
+                "urls empty",
+                "[[backends]]\nname = \"a\"\nurls = []\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].urls"),
+                Some(3),
+                "at least one",
+            ),
+            (
+                "a bad URL among urls, on its own line",
+                "[[backends]]\nname = \"a\"\nurls = [\n  \"http://127.0.0.1:1\",\n  \"ftp://127.0.0.1:2\",\n]\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].urls[1]"),
+                Some(5),
+                "http:// or https://",
+            ),
+            (
+                "a URL listed twice",
+                "[[backends]]\nname = \"a\"\nurls = [\"http://127.0.0.1:1/\", \"http://127.0.0.1:1\"]\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].urls[1]"),
+                Some(3),
+                "listed twice",
             ),
             (
                 "an unknown strategy",
@@ -1432,7 +1551,7 @@ strategy = "unauthenticated"
         let [a, b] = &config.backends[..] else {
             panic!("two backends");
         };
-        assert_eq!(a.url, "https://127.0.0.1:9443/api");
+        assert_eq!(a.urls, ["https://127.0.0.1:9443/api"]);
         let ca_file = a.ca.as_ref().unwrap();
         assert_eq!(ca_file.path, bundle.path());
         assert_eq!(ca_file.roots.len(), 2);

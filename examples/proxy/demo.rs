@@ -1,5 +1,6 @@
-//! Demo mode: three backends on loopback (one healthy, one behind OAuth, one closed port),
-//! the proxy in front of them, and the health table printed each time it changes.
+//! Demo mode: backends on loopback (one healthy, one behind OAuth, one closed port, and
+//! one with two endpoints, one of which stops 10 s in), the proxy in front of them, and
+//! the health table printed each time it changes.
 
 // Printing the table is what demo mode is for.
 #![allow(clippy::print_stdout)]
@@ -19,26 +20,38 @@ use axum::Router;
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, StatusCode};
 use http_body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tower_health_classify::Snapshot;
 
 use crate::config::{BackendConfig, Config, HealthConfig, ProbeConfig, StrategyConfig};
 use crate::gateway;
 
+/// When the second endpoint of `catalog` stops.
+const CATALOG_B_STOPS: Duration = Duration::from_secs(10);
+
 /// The token the OAuth-protected demo backend accepts.
 pub(crate) const DEMO_USER_TOKEN: &str = "demo-user-token";
 
 /// Where the demo backends listen.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct DemoBackends {
     pub(crate) search: SocketAddr,
     pub(crate) github: SocketAddr,
     pub(crate) billing: SocketAddr,
+    /// The two endpoints of `catalog`.
+    pub(crate) catalog: [SocketAddr; 2],
+    /// Stops the second endpoint of `catalog`, its connections included.
+    pub(crate) catalog_b: AbortHandle,
 }
 
-/// Starts the healthy and the OAuth-protected backends, and finds a closed port.
+/// Starts the healthy and the OAuth-protected backends and both endpoints of `catalog`,
+/// and finds a closed port.
 pub(crate) async fn start_backends() -> io::Result<DemoBackends> {
     let search = serve(Router::new().fallback(any(search))).await?;
     let github = {
@@ -52,11 +65,43 @@ pub(crate) async fn start_backends() -> io::Result<DemoBackends> {
     };
     // Bound, then dropped: nothing listens there.
     let billing = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let catalog = |endpoint: &'static str| {
+        Router::new().fallback(any(move || async move {
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "backend": "catalog", "endpoint": endpoint }),
+            )
+        }))
+    };
+    let (catalog_a, _) = serve_stoppable(catalog("a")).await?;
+    let (catalog_b, stop_b) = serve_stoppable(catalog("b")).await?;
     Ok(DemoBackends {
         search,
         github,
         billing,
+        catalog: [catalog_a, catalog_b],
+        catalog_b: stop_b,
     })
+}
+
+/// Serves `app` on a fresh loopback port; aborting the handle closes the listener and
+/// every connection (`axum::serve` would leave open connections serving).
+async fn serve_stoppable(app: Router) -> io::Result<(SocketAddr, AbortHandle)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        // Owned by this task: aborting it drops the set, which aborts every connection.
+        let mut connections = JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = TowerToHyperService::new(app.clone());
+            connections.spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task.abort_handle()))
 }
 
 async fn serve(app: Router) -> io::Result<SocketAddr> {
@@ -153,9 +198,12 @@ impl http_body::Body for ChannelBody {
 
 /// The demo's configuration: probes every `interval`, each given half of it.
 pub(crate) fn config(backends: &DemoBackends, listen: SocketAddr, interval: Duration) -> Config {
-    let backend = |name: &str, addr: SocketAddr, strategy: StrategyConfig| BackendConfig {
+    let backend = |name: &str, addrs: &[SocketAddr], strategy: StrategyConfig| BackendConfig {
         name: name.to_owned(),
-        url: format!("http://{addr}/").parse().expect("a valid URL"),
+        urls: addrs
+            .iter()
+            .map(|addr| format!("http://{addr}/").parse().expect("a valid URL"))
+            .collect(),
         strategy,
         probe: ProbeConfig::default(),
         timeout: Duration::from_secs(10),
@@ -169,23 +217,44 @@ pub(crate) fn config(backends: &DemoBackends, listen: SocketAddr, interval: Dura
             ..HealthConfig::default()
         },
         backends: vec![
-            backend("search", backends.search, StrategyConfig::Unauthenticated),
-            backend("github", backends.github, StrategyConfig::UpstreamInject),
-            backend("billing", backends.billing, StrategyConfig::Unauthenticated),
+            backend(
+                "search",
+                &[backends.search],
+                StrategyConfig::Unauthenticated,
+            ),
+            backend("github", &[backends.github], StrategyConfig::UpstreamInject),
+            backend(
+                "billing",
+                &[backends.billing],
+                StrategyConfig::Unauthenticated,
+            ),
+            backend(
+                "catalog",
+                &backends.catalog,
+                StrategyConfig::Unauthenticated,
+            ),
         ],
     }
 }
 
-/// The health table: one line per backend.
+/// The health table: one line per backend of the registry (an endpoint of `catalog` is
+/// one, `catalog@http://...`).
 pub(crate) fn table(snapshot: &Snapshot) -> String {
+    let width = snapshot
+        .backends
+        .iter()
+        .map(|backend| backend.name.len() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(9);
     let mut out = format!(
-        "  {:<9}{:<18}{:<17}{:<21}{:>7}  {}\n",
+        "  {:<width$}{:<18}{:<17}{:<21}{:>7}  {}\n",
         "backend", "strategy", "status", "reason", "checks", "last error"
     );
     for backend in &snapshot.backends {
         let _ = writeln!(
             out,
-            "  {:<9}{:<18}{:<17}{:<21}{:>7}  {}",
+            "  {:<width$}{:<18}{:<17}{:<21}{:>7}  {}",
             backend.name,
             backend.strategy.name(),
             backend.status.as_str(),
@@ -219,7 +288,7 @@ pub(crate) async fn run(shutdown: impl std::future::Future<Output = ()>) -> io::
         .expect("a new gateway has its transitions");
     let url = format!("http://{listen}");
 
-    println!("tower-health-classify proxy demo: three backends on loopback, probed every 2 s\n");
+    println!("tower-health-classify proxy demo: four backends on loopback, probed every 2 s\n");
     println!(
         "  search   http://{}  unauthenticated  answers 200 (and an event stream at /events)",
         backends.search
@@ -229,8 +298,14 @@ pub(crate) async fn run(shutdown: impl std::future::Future<Output = ()>) -> io::
         backends.github
     );
     println!(
-        "  billing  http://{}  unauthenticated  nothing listens\n",
+        "  billing  http://{}  unauthenticated  nothing listens",
         backends.billing
+    );
+    println!(
+        "  catalog  http://{} and http://{}  unauthenticated  two endpoints; the second stops {} s in\n",
+        backends.catalog[0],
+        backends.catalog[1],
+        CATALOG_B_STOPS.as_secs(),
     );
     println!("proxy on {url} (Ctrl-C to stop); try:");
     for line in [
@@ -239,6 +314,7 @@ pub(crate) async fn run(shutdown: impl std::future::Future<Output = ()>) -> io::
         format!("curl -i {url}/github/"),
         format!("curl -i -H 'Authorization: Bearer {DEMO_USER_TOKEN}' {url}/github/"),
         format!("curl -i {url}/billing/"),
+        format!("curl -i {url}/catalog/"),
         format!("curl -i {url}/healthz"),
         format!("curl {url}/health/backends"),
         format!("curl {url}/metrics"),
@@ -249,9 +325,21 @@ pub(crate) async fn run(shutdown: impl std::future::Future<Output = ()>) -> io::
 
     let start = Instant::now();
     tokio::pin!(shutdown);
+    let stop_b = tokio::time::sleep(CATALOG_B_STOPS);
+    tokio::pin!(stop_b);
+    let mut b_stopped = false;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            () = &mut stop_b, if !b_stopped => {
+                b_stopped = true;
+                backends.catalog_b.abort();
+                println!(
+                    "[{:>5.1} s] catalog's second endpoint (http://{}) stopped: requests to /catalog/ go to the first",
+                    start.elapsed().as_secs_f64(),
+                    backends.catalog[1],
+                );
+            }
             Some(first) = transitions.recv() => {
                 // Probes of several backends land together: one table for all of them.
                 tokio::time::sleep(Duration::from_millis(50)).await;

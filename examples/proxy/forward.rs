@@ -19,7 +19,7 @@ use rustls::RootCertStore;
 use tower::timeout::Timeout;
 use tower::util::Either;
 use tower::ServiceExt;
-use tower_health_classify::{BackendError, BackendHandle, HealthClassify, LocalKind};
+use tower_health_classify::{BackendError, BackendHandle, HealthClassify, HealthGate, LocalKind};
 
 use crate::auth::{BearerToken, OutgoingAuthService};
 use crate::config::HOP_BY_HOP;
@@ -43,13 +43,33 @@ pub(crate) type BackendService = OutgoingAuthService<
     >,
 >;
 
+/// What a route sends through: for one URL, the backend's stack behind the gate (without
+/// it when `fail_fast = false`); for several, outgoing auth over the balanced endpoints
+/// (`endpoints`).
+#[derive(Clone)]
+pub(crate) enum RouteService {
+    // Boxed: a route is cloned per request, and this variant is four times the other.
+    One(Box<Either<HealthGate<BackendService>, BackendService>>),
+    Endpoints(OutgoingAuthService<crate::endpoints::Endpoints>),
+}
+
+impl RouteService {
+    async fn send(self, request: Request<Body>) -> Result<Response<Incoming>, BackendError> {
+        match self {
+            RouteService::One(service) => service.oneshot(request).await,
+            RouteService::Endpoints(service) => crate::endpoints::send(service, request).await,
+        }
+    }
+}
+
 /// One backend, as the router sees it.
 #[derive(Clone)]
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
-    /// `http(s)://host:port` and the base path (`/` or `/api`).
+    /// `http(s)://host:port` and the base path (`/` or `/api`); only `/` for a backend
+    /// with several endpoints, each of which puts its own in front.
     pub(crate) base: Uri,
-    pub(crate) service: BackendService,
+    pub(crate) service: RouteService,
     /// Removed from responses: the header the gateway's credential travels in.
     pub(crate) credential_header: Option<HeaderName>,
     pub(crate) timeout: Duration,
@@ -135,7 +155,7 @@ pub(crate) async fn forward(
     *request.version_mut() = Version::HTTP_11;
 
     let method = request.method().clone();
-    let result = route.service.clone().oneshot(request).await;
+    let result = route.service.clone().send(request).await;
     let response = match result {
         Ok(response) => response_to_caller(response, route.credential_header.as_ref()),
         Err(error) => failure_response(route, &error),
@@ -179,7 +199,8 @@ fn response_to_caller(
 }
 
 /// 502 for a backend that could not be reached or answered garbage, 504 for one that took
-/// too long, each with a small JSON body. Never says more than the failure's kind: an
+/// too long, 503 for one the gate held the request back from (it is Bad), each with a
+/// small JSON body. Never says more than the failure's kind: an
 /// error's text may hold a backend's words.
 fn failure_response(route: &Route, error: &BackendError) -> Response<Body> {
     if let Some(token) = find_token_error(error) {
@@ -197,6 +218,13 @@ fn failure_response(route: &Route, error: &BackendError) -> Response<Body> {
         );
     }
     match error {
+        BackendError::NotSent { status } => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend_unhealthy",
+            &route.name,
+            Some(status.as_str()),
+            &format!("the backend is {status}: the request was not sent"),
+        ),
         BackendError::Timeout { .. } => error_response(
             StatusCode::GATEWAY_TIMEOUT,
             "gateway_timeout",

@@ -6,12 +6,16 @@
 //!
 //! ```text
 //! caller ─► router ─► forward (hop-by-hop headers out, URI rewritten)
+//!   ─► HealthGateLayer       while the backend is Bad: 503 at once, but for a trial per backoff
 //!   ─► OutgoingAuthLayer     sets or strips credentials; marks Credentials::Sent for the gateway's own
 //!   ─► HealthClassifyLayer   classifies and reports; pass-through, so 401/403 reach the caller
 //!   ─► Timeout               until the response head; the body then streams unbounded
 //!   ─► BearerTokenLayer      token_exchange only: fetches (cached) and adds the token
 //!   ─► hyper-util client     http://, or https:// through hyper-rustls (HTTP/2 by ALPN)
 //! ```
+//!
+//! A backend with several URLs has one stack per endpoint below the balancer, and no gate
+//! (it fails open instead): see `endpoints.rs`.
 //!
 //! Backends without a `ca_file` share one client (one connection pool, Mozilla's roots);
 //! a backend with one gets its own client, trusting only that file's CAs, which its token
@@ -47,11 +51,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::util::Either;
 use tower::{Layer, ServiceBuilder};
-use tower_health_classify::{HealthClassifyLayer, HealthRegistry, Probe, Prober, Transitions};
+use tower_health_classify::{
+    HealthClassifyLayer, HealthDiscover, HealthGateLayer, HealthRegistry, Probe, Prober,
+    Transitions,
+};
 
 use crate::auth::{BearerToken, BearerTokenLayer, OutgoingAuth, OutgoingAuthLayer};
-use crate::config::{Config, ProbeConfig};
-use crate::forward::{self, Client, Route};
+use crate::config::{self, Config, ProbeConfig};
+use crate::endpoints::{self, EndpointService};
+use crate::forward::{self, Client, Route, RouteService};
 use crate::health::{self, HealthState};
 
 /// A running proxy.
@@ -123,53 +131,99 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
     let classify_traffic = std::env::var_os(WITHOUT_CLASSIFY_LAYER).is_none();
     let mut routes = HashMap::new();
     let mut probes = HashMap::new();
+    let mut layout = Vec::new();
     for backend in &config.backends {
         let client = match &backend.ca {
             Some(ca) => forward::client(config.health.timeout, Some(&ca.roots)),
             None => shared.clone(),
         };
         let auth = OutgoingAuth::new(&backend.name, &backend.strategy, &client, backend.timeout);
-        let handle = registry.register(backend.name.as_str(), auth.strategy());
-        let inner = ServiceBuilder::new()
-            .timeout(backend.timeout)
-            .layer(BearerTokenLayer::new(auth.token_source()))
-            .service(client.clone());
-        let traffic = if classify_traffic {
-            Either::Left(
-                HealthClassifyLayer::new(handle)
-                    .pass_through_auth()
-                    .layer(inner),
-            )
-        } else {
-            Either::Right(forward::Untyped(inner))
+        let inner = || {
+            ServiceBuilder::new()
+                .timeout(backend.timeout)
+                .layer(BearerTokenLayer::new(auth.token_source()))
+                .service(client.clone())
         };
-        let service = OutgoingAuthLayer::new(auth.clone()).layer(traffic);
+        let probe = |url: &http::Uri| -> io::Result<ProbeTarget> {
+            let uri =
+                forward::upstream_uri(url, backend.probe.path.path(), backend.probe.path.query())
+                    .map_err(io::Error::other)?;
+            Ok(ProbeTarget {
+                uri,
+                probe: backend.probe.clone(),
+                token: BearerTokenLayer::new(auth.token_source()),
+                auth: auth.clone(),
+                client: client.clone(),
+            })
+        };
+        let (base, service, endpoints) = match backend.urls.as_slice() {
+            [url] => {
+                let handle = registry.register(backend.name.as_str(), auth.strategy());
+                let traffic = if classify_traffic {
+                    Either::Left(
+                        HealthClassifyLayer::new(handle.clone())
+                            .pass_through_auth()
+                            .layer(inner()),
+                    )
+                } else {
+                    Either::Right(forward::Untyped(inner()))
+                };
+                let service = OutgoingAuthLayer::new(auth.clone()).layer(traffic);
+                let service = if config.health.fail_fast {
+                    Either::Left(HealthGateLayer::new(handle).layer(service))
+                } else {
+                    Either::Right(service)
+                };
+                probes.insert(backend.name.clone(), probe(url)?);
+                (
+                    url.clone(),
+                    RouteService::One(Box::new(service)),
+                    Vec::new(),
+                )
+            }
+            urls => {
+                let mut discover = HealthDiscover::new(backend.name.as_str());
+                let mut endpoints = Vec::new();
+                for url in urls {
+                    let label = config::url_label(url);
+                    let name = format!("{}@{label}", backend.name);
+                    let handle = registry.register(name.as_str(), auth.strategy());
+                    let base = url.clone();
+                    let service = ServiceBuilder::new()
+                        .map_request(move |request| endpoints::to_endpoint(&base, request))
+                        .layer(HealthClassifyLayer::new(handle.clone()).pass_through_auth())
+                        .service(inner());
+                    discover = discover.endpoint(
+                        Arc::from(name.as_str()),
+                        handle,
+                        EndpointService::new(service),
+                    );
+                    probes.insert(name.clone(), probe(url)?);
+                    endpoints.push(health::Endpoint { url: label, name });
+                }
+                let service =
+                    OutgoingAuthLayer::new(auth.clone()).layer(endpoints::balanced(discover));
+                (
+                    http::Uri::from_static("/"),
+                    RouteService::Endpoints(service),
+                    endpoints,
+                )
+            }
+        };
         routes.insert(
             backend.name.clone(),
             Route {
                 name: backend.name.as_str().into(),
-                base: backend.url.clone(),
+                base,
                 service,
                 credential_header: auth.credential_header().cloned(),
                 timeout: backend.timeout,
             },
         );
-        let uri = forward::upstream_uri(
-            &backend.url,
-            backend.probe.path.path(),
-            backend.probe.path.query(),
-        )
-        .map_err(io::Error::other)?;
-        probes.insert(
-            backend.name.clone(),
-            ProbeTarget {
-                uri,
-                probe: backend.probe.clone(),
-                token: BearerTokenLayer::new(auth.token_source()),
-                auth,
-                client,
-            },
-        );
+        layout.push(health::Backend {
+            name: backend.name.clone(),
+            endpoints,
+        });
     }
 
     let transitions = registry.subscribe();
@@ -184,6 +238,7 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
         health: HealthState {
             registry: registry.clone(),
             metrics,
+            layout: Arc::new(layout),
         },
     };
     let app = Router::new()

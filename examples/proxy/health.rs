@@ -1,7 +1,12 @@
 //! The proxy's own endpoints: `/healthz` for a load balancer, `/health/backends` for a
 //! person or a dashboard, `/metrics` for Prometheus.
+//!
+//! A backend with several endpoints (`urls`) has each endpoint registered as a backend of
+//! its own, named `name@url`: `/metrics` has its series under that name, the registry's
+//! summary and phase count it, and `/health/backends` lists it by its URL under its
+//! backend, next to the backend's aggregate status ([`aggregate`]).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,13 +16,55 @@ use axum::Json;
 use http::{header, HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-use tower_health_classify::HealthRegistry;
+use tower_health_classify::{BackendHealth, HealthRegistry, HealthStatus};
 
 /// What the endpoints read.
 #[derive(Clone)]
 pub(crate) struct HealthState {
     pub(crate) registry: HealthRegistry,
     pub(crate) metrics: PrometheusHandle,
+    /// Every configured backend and its endpoints.
+    pub(crate) layout: Arc<Vec<Backend>>,
+}
+
+/// A configured backend, as `/health/backends` shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Backend {
+    pub(crate) name: String,
+    /// Empty for a backend with one URL, which is registered under its own name.
+    pub(crate) endpoints: Vec<Endpoint>,
+}
+
+/// One endpoint of a backend with several URLs.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    /// As configured, without the slash of an empty path.
+    pub(crate) url: String,
+    /// Its name in the registry: `backend@url`.
+    pub(crate) name: String,
+}
+
+/// A backend's status from its endpoints': Unknown until one has a verdict; Healthy when
+/// all are; the endpoints' own Bad status (Unauthenticated if all are, else Unhealthy)
+/// when every one is Bad; else Degraded (some are Bad or Degraded, the rest serve).
+pub(crate) fn aggregate(statuses: &[HealthStatus]) -> HealthStatus {
+    if statuses.iter().all(|s| *s == HealthStatus::Unknown) {
+        return HealthStatus::Unknown;
+    }
+    if statuses.iter().all(|s| s.is_bad()) {
+        return if statuses.iter().all(|s| *s == HealthStatus::Unauthenticated) {
+            HealthStatus::Unauthenticated
+        } else {
+            HealthStatus::Unhealthy
+        };
+    }
+    if statuses
+        .iter()
+        .all(|s| matches!(s, HealthStatus::Healthy | HealthStatus::Unknown))
+    {
+        return HealthStatus::Healthy;
+    }
+    HealthStatus::Degraded
 }
 
 /// `GET /healthz`: 200 while the proxy can serve (phase `ready` or `degraded`), else 503
@@ -32,9 +79,51 @@ pub(crate) async fn healthz(State(state): State<HealthState>) -> Response {
     (status, Json(serde_json::json!({ "phase": phase.as_str() }))).into_response()
 }
 
-/// `GET /health/backends`: the registry's snapshot, as JSON.
+/// `GET /health/backends`: the registry's snapshot as JSON, each backend with several
+/// endpoints shown as its aggregate status and its endpoints.
 pub(crate) async fn backends(State(state): State<HealthState>) -> Response {
-    Json(state.registry.snapshot()).into_response()
+    let snapshot = state.registry.snapshot();
+    let health = |name: &str| -> Option<&BackendHealth> {
+        snapshot.backends.iter().find(|health| health.name == name)
+    };
+    let mut layout: Vec<&Backend> = state.layout.iter().collect();
+    layout.sort_by(|a, b| a.name.cmp(&b.name));
+    let backends: Vec<serde_json::Value> = layout
+        .into_iter()
+        .filter_map(|backend| {
+            if backend.endpoints.is_empty() {
+                return health(&backend.name).map(|health| serde_json::json!(health));
+            }
+            let endpoints: Vec<&BackendHealth> = backend
+                .endpoints
+                .iter()
+                .filter_map(|endpoint| health(&endpoint.name))
+                .collect();
+            let statuses: Vec<HealthStatus> = endpoints.iter().map(|h| h.status).collect();
+            let listed: Vec<serde_json::Value> = backend
+                .endpoints
+                .iter()
+                .zip(&endpoints)
+                .map(|(endpoint, health)| {
+                    let mut value = serde_json::json!(health);
+                    value["url"] = endpoint.url.clone().into();
+                    value
+                })
+                .collect();
+            Some(serde_json::json!({
+                "name": backend.name,
+                "strategy": endpoints.first().map(|h| h.strategy.name()),
+                "status": aggregate(&statuses),
+                "endpoints": listed,
+            }))
+        })
+        .collect();
+    Json(serde_json::json!({
+        "backends": backends,
+        "summary": snapshot.summary,
+        "phase": snapshot.phase,
+    }))
+    .into_response()
 }
 
 /// `GET /metrics`: Prometheus text. Every registered backend's series are marked first,
@@ -102,5 +191,42 @@ fn upkeep(handle: PrometheusHandle) {
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start the metrics upkeep thread; values are folded at each scrape only");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HealthStatus::{Degraded, Healthy, Unauthenticated, Unhealthy, Unknown};
+
+    #[test]
+    fn the_aggregate_of_a_backend_s_endpoints() {
+        // (what it shows, endpoints, aggregate)
+        let rows: &[(&str, &[HealthStatus], HealthStatus)] = &[
+            ("nothing judged yet", &[Unknown, Unknown], Unknown),
+            ("all healthy", &[Healthy, Healthy], Healthy),
+            ("healthy and not yet judged", &[Healthy, Unknown], Healthy),
+            (
+                "one of two down: the other serves",
+                &[Healthy, Unhealthy],
+                Degraded,
+            ),
+            ("one slow", &[Degraded, Healthy], Degraded),
+            ("all down", &[Unhealthy, Unhealthy], Unhealthy),
+            (
+                "all bad, of both kinds",
+                &[Unauthenticated, Unhealthy],
+                Unhealthy,
+            ),
+            (
+                "all refuse the gateway's credentials",
+                &[Unauthenticated, Unauthenticated],
+                Unauthenticated,
+            ),
+            ("down and not yet judged", &[Unhealthy, Unknown], Degraded),
+        ];
+        for (what, statuses, want) in rows {
+            assert_eq!(aggregate(statuses), *want, "{what}");
+        }
     }
 }

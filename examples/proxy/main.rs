@@ -5,8 +5,9 @@
 //! cargo run --example proxy -- --config proxy.toml
 //! ```
 //!
-//! With no argument it starts three demo backends on 127.0.0.1 (a healthy one, one behind
-//! OAuth answering 401 with a Bearer challenge, a closed port), proxies them on
+//! With no argument it starts four demo backends on 127.0.0.1 (a healthy one, one behind
+//! OAuth answering 401 with a Bearer challenge, a closed port, one with two endpoints of
+//! which the second stops 10 s in), proxies them on
 //! 127.0.0.1:8080 (or the next free port), probes them every 2 s and prints the health
 //! table each time it changes. Nothing leaves this machine. With `--config FILE` it runs
 //! the proxy that file describes (see `config.rs` for the format; a bad file exits with
@@ -18,7 +19,11 @@
 //! - `/{backend}/{*path}` (and `/{backend}`, `/{backend}/`) goes to that backend's URL plus
 //!   the path and query, bodies streamed both ways, connection headers removed. 401 and 403
 //!   reach the caller with their `WWW-Authenticate`; a backend that cannot be reached gives
-//!   502, one too slow 504, an unknown name 404, each with a small JSON body.
+//!   502, one too slow 504, one that is Unhealthy or Unauthenticated 503 without a request
+//!   sent (but for a trial now and then; `fail_fast = false` turns that off), an unknown
+//!   name 404, each with a small JSON body.
+//! - `urls = [...]` instead of `url`: one endpoint per URL, balanced over those that are
+//!   not Bad, failing open when more than half are (see `endpoints.rs`).
 //! - `/healthz` answers 200 while the registry's phase is `ready` or `degraded`, else 503;
 //!   `/health/backends` the registry's snapshot as JSON; `/metrics` Prometheus text.
 //! - Outgoing auth per backend: `unauthenticated`, `upstream_inject`, `header_injection`,
@@ -33,14 +38,16 @@
 //! | `auth.rs` | outgoing auth layers, one behaviour per strategy |
 //! | `token.rs` | the OAuth client-credentials grant, cached, one fetch at a time |
 //! | `forward.rs` | one request to a backend and back; error answers |
+//! | `endpoints.rs` | a backend with several URLs: balancer, failover, replayable body |
 //! | `health.rs` | `/healthz`, `/health/backends`, `/metrics` |
 //! | `gateway.rs` | everything assembled: the stack of each backend, the prober, the router |
 //! | `demo.rs` | demo backends and the health table |
 //!
 //! # The stack of each backend, and why in this order
 //!
-//! `OutgoingAuthLayer` → `HealthClassifyLayer` (pass-through) → `Timeout` →
-//! `BearerTokenLayer` → hyper-util client. The auth layer is outside the classify layer
+//! `HealthGateLayer` → `OutgoingAuthLayer` → `HealthClassifyLayer` (pass-through) →
+//! `Timeout` → `BearerTokenLayer` → hyper-util client (for several URLs, the balancer
+//! sits between outgoing auth and one classify layer per endpoint). The auth layer is outside the classify layer
 //! so that the classify layer sees the credentials the backend will get (the caller's
 //! `Authorization` stripped, the API key set) when it decides whether credentials were
 //! sent; for `token_exchange` it declares `Credentials::Sent` and the token itself is
@@ -54,6 +61,7 @@
 mod auth;
 mod config;
 mod demo;
+mod endpoints;
 mod forward;
 mod gateway;
 mod health;
