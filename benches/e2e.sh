@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end: the example proxy with and without HealthClassifyLayer on its traffic path
-# (probes keep the layer either way), loaded by wrk through loopback against nginx.
-# Prints each run, then the median throughput and p99 latency of both and their ratio.
+# (probes keep the layer either way), and with a backend of two endpoints (balanced, each
+# classified), loaded by wrk through loopback against nginx. Prints each run, then the
+# median throughput and p99 latency of each and their ratios.
 #
 #   bash benches/e2e.sh [seconds per run (10)] [rounds (3)] [connections (16)]
 #
@@ -52,6 +53,7 @@ wait_port() {
 }
 
 backend_port=$(free_port)
+second_port=$(free_port)
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -62,6 +64,7 @@ http {
   access_log off;
   server {
     listen 127.0.0.1:$backend_port;
+    listen 127.0.0.1:$second_port;
     location / { return 200 "ok\n"; }
   }
 }
@@ -69,6 +72,7 @@ CONF
 /usr/sbin/nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 wait_port "$backend_port"
+wait_port "$second_port"
 
 proxy_port=$(free_port)
 cat >"$work/proxy.toml" <<CONF
@@ -80,6 +84,9 @@ name = "bench"
 url = "http://127.0.0.1:$backend_port"
 strategy = "unauthenticated"
 CONF
+# The same, the backend with two endpoints (two ports of the same nginx).
+sed 's|^url = .*|urls = ["http://127.0.0.1:'"$backend_port"'", "http://127.0.0.1:'"$second_port"'"]|' \
+  "$work/proxy.toml" >"$work/proxy-endpoints.toml"
 
 # Fails unless wrk's output `$2` shows answers, all 2xx, and no socket error.
 check_wrk() {
@@ -95,11 +102,17 @@ check_wrk() {
 # One wrk run against a freshly started proxy; prints "requests_per_sec p99_ms".
 run() {
   local mode=$1
-  if [ "$mode" = without ]; then
+  case "$mode" in
+  without)
     PROXY_WITHOUT_CLASSIFY_LAYER=1 RUST_LOG=warn "$proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 &
-  else
+    ;;
+  endpoints)
+    RUST_LOG=warn "$proxy" --config "$work/proxy-endpoints.toml" >"$work/proxy.log" 2>&1 &
+    ;;
+  *)
     RUST_LOG=warn "$proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 &
-  fi
+    ;;
+  esac
   local pid=$! out ok=0
   wait_port "$proxy_port" &&
     out=$(wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$proxy_port/bench/") && # warm-up
@@ -121,22 +134,24 @@ run() {
 }
 
 echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, alternating; $(nproc) cores"
-: >"$work/with"
-: >"$work/without"
+modes="with without endpoints"
+for mode in $modes; do : >"$work/$mode"; done
 for round in $(seq "$rounds"); do
-  for mode in with without; do
+  for mode in $modes; do
     result=$(run "$mode")
     echo "$result" >>"$work/$mode"
-    printf 'round %s %-8s %10.0f req/s   p99 %6.2f ms\n' "$round" "$mode" $result
+    printf 'round %s %-9s %10.0f req/s   p99 %6.2f ms\n' "$round" "$mode" $result
   done
 done
 
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-with_rps=$(cut -d' ' -f1 "$work/with" | median)
-without_rps=$(cut -d' ' -f1 "$work/without" | median)
-with_p99=$(cut -d' ' -f2 "$work/with" | median)
-without_p99=$(cut -d' ' -f2 "$work/without" | median)
 echo
-printf 'median   with layer: %10.0f req/s   p99 %6.2f ms\n' "$with_rps" "$with_p99"
-printf 'median without layer: %10.0f req/s   p99 %6.2f ms\n' "$without_rps" "$without_p99"
-awk -v a="$with_rps" -v b="$without_rps" 'BEGIN {printf "throughput ratio (with / without): %.3f\n", a / b}'
+for mode in $modes; do
+  rps=$(cut -d' ' -f1 "$work/$mode" | median)
+  p99=$(cut -d' ' -f2 "$work/$mode" | median)
+  echo "$rps" >"$work/$mode.rps"
+  printf 'median %-9s %10.0f req/s   p99 %6.2f ms\n' "$mode" "$rps" "$p99"
+done
+ratio() { awk -v a="$(cat "$work/$1.rps")" -v b="$(cat "$work/$2.rps")" 'BEGIN {printf "%.3f", a / b}'; }
+echo "throughput ratio (with / without): $(ratio with without)"
+echo "throughput ratio (two endpoints / one, both with the layer): $(ratio endpoints with)"

@@ -255,6 +255,17 @@
 //! since they all see the same backends. `failed` means nothing behind the gateway can
 //! serve a request.
 //!
+//! # Acting on health
+//!
+//! [`HealthGateLayer`] fails fast while a backend is Bad: calls return
+//! [`BackendError::NotSent`] at once and nothing is sent, but for one trial request per
+//! backoff interval; while the backend is not Bad it costs one atomic load. The stack is
+//! `HealthGate -> HealthClassify -> Timeout -> client`, the gate outside, so that a
+//! request it holds back is never reported (see [`gate`]). For a backend with several
+//! endpoints, [`HealthDiscover`] (feature `balance`) feeds tower's `Balance` the
+//! endpoints that are not Bad and fails open when too many are, and [`ConnectFailover`]
+//! sends a request that failed to connect to another one.
+//!
 //! # With axum
 //!
 //! The layer's error is [`BackendError`], not `Infallible`, and axum routes only
@@ -326,6 +337,7 @@
 //! | `retry` | no | `RetryPolicy`, a `tower::retry::Policy` that reads the layer's outcomes: connect failures retried for any method, dropped connections and 502/503/504 for idempotent ones, `Retry-After` honoured up to a cap, backoff with jitter and a retry budget |
 //! | `metrics` | no | the registry's per-backend status gauge, transition and report counters and latency histogram, through the `metrics` facade (implies `registry`; see [`metrics`] and below) |
 //! | `tower-http` | no | [`NotHealthyAsFailures`], a `tower_http::classify::MakeClassifier`: `TraceLayer`'s `on_failure` sees the exchanges this crate does not judge Healthy, not the expected challenges |
+//! | `balance` | no | [`HealthDiscover`]: a `tower::discover::Discover` of a backend's endpoints that are not Bad, for tower's `Balance`, failing open when more than half are out; [`ConnectFailover`], which sends a request that failed to connect once more, to another endpoint (adds tower's `balance` and `retry`) |
 //!
 //! # Metrics
 //!
