@@ -24,6 +24,9 @@ mod config;
 #[path = "../examples/proxy/demo.rs"]
 mod demo;
 #[allow(dead_code)]
+#[path = "../examples/proxy/discovery.rs"]
+mod discovery;
+#[allow(dead_code)]
 #[path = "../examples/proxy/endpoints.rs"]
 mod endpoints;
 #[allow(dead_code)]
@@ -41,6 +44,8 @@ mod token;
 
 #[path = "proxy/backends.rs"]
 mod backends;
+#[path = "support/mcp_server.rs"]
+mod mcp_server;
 #[path = "support/tls.rs"]
 mod tls_support;
 
@@ -1237,6 +1242,293 @@ async fn secrets_never_reach_logs_or_health_endpoints() {
     gateway.shutdown(Duration::from_secs(1)).await;
 }
 
+// === MCP backends: probe kinds, judged streams, OAuth discovery ===
+
+/// `[backends.probe]` of `kind` at `/mcp`.
+fn probe_kind(kind: &str) -> String {
+    format!("[backends.probe]\nkind = \"{kind}\"\npath = \"/mcp\"\n")
+}
+
+#[tokio::test]
+async fn probe_kinds_from_the_config_file_judge_mcp_servers() {
+    use mcp_server::{Answer, Behaviour, McpServer};
+    let json = McpServer::start(Behaviour::answering(Answer::Json)).await;
+    let sse = McpServer::start(Behaviour::answering(Answer::SseHeldOpen)).await;
+    let oauth = McpServer::start(Behaviour::answering(Answer::Json).with_auth()).await;
+    let html = McpServer::start(Behaviour::answering(Answer::Html)).await;
+    let refusing = McpServer::start(Behaviour::answering(Answer::JsonRpcError)).await;
+    let toml = [
+        FAST.to_owned(),
+        backend("json", &json.url(), "unauthenticated", &probe_kind("mcp")),
+        backend("sse", &sse.url(), "unauthenticated", &probe_kind("mcp")),
+        backend("oauth", &oauth.url(), "upstream_inject", &probe_kind("mcp")),
+        backend(
+            "docs",
+            &oauth.url(),
+            "upstream_inject",
+            &probe_kind("oauth_metadata"),
+        ),
+        backend("html", &html.url(), "unauthenticated", &probe_kind("mcp")),
+        backend(
+            "refusing",
+            &refusing.url(),
+            "unauthenticated",
+            &probe_kind("mcp"),
+        ),
+        // Today's kind on the same server: `GET /` is refused with 405.
+        backend("plain", &json.url(), "unauthenticated", ""),
+    ]
+    .concat();
+    let gateway = start(&toml, &[]).await;
+    for (name, status) in [
+        ("json", HealthStatus::Healthy),
+        ("sse", HealthStatus::Healthy),
+        ("oauth", HealthStatus::Healthy),
+        ("docs", HealthStatus::Healthy),
+        ("html", HealthStatus::Unhealthy),
+        ("refusing", HealthStatus::Unhealthy),
+        ("plain", HealthStatus::Unhealthy),
+    ] {
+        wait_status(&gateway, name, status).await;
+    }
+    let snapshot = get(&url(&gateway, "/health/backends")).await.json();
+    let reason = |name: &str| {
+        snapshot["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .map(|b| b["reason"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(reason("json"), "ok");
+    assert_eq!(reason("sse"), "ok");
+    assert_eq!(reason("oauth"), "expected_challenge");
+    assert_eq!(reason("docs"), "ok");
+    assert_eq!(reason("html"), "not_mcp");
+    assert_eq!(reason("refusing"), "jsonrpc_error");
+    assert_eq!(reason("plain"), "unexpected_status");
+
+    let metrics = get(&url(&gateway, "/metrics")).await.body;
+    assert!(
+        metrics.contains(
+            r#"backend_health_reports_total{backend="html",outcome="success",reason="not_mcp"}"#
+        ),
+        "{metrics}"
+    );
+    gateway.shutdown(Duration::from_secs(1)).await;
+    for server in [&json, &sse] {
+        wait_until("every probe session deleted", || {
+            let log = server.log();
+            log.initializes > 0 && log.open.is_empty()
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn oauth_discovery_goes_through_the_proxy() {
+    use mcp_server::{Answer, Behaviour, McpServer};
+    let server = McpServer::start(Behaviour::answering(Answer::Json).with_auth()).await;
+    // A public URL that is not the listen address: everything the proxy writes names it.
+    let toml = format!(
+        "public_url = \"https://gw.example/base/\"\n{ONCE}{}",
+        backend(
+            "tools",
+            &server.url(),
+            "upstream_inject",
+            &probe_kind("mcp")
+        )
+    );
+    let gateway = start(&toml, &[]).await;
+
+    // A client that lies in every header it could: none of it may show up.
+    let lying = [
+        ("host", "evil.example"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "gopher"),
+        ("forwarded", "host=evil.example"),
+    ];
+    let mut request = Request::post(url(&gateway, "/tools/mcp"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+        )))
+        .unwrap();
+    for (name, value) in lying {
+        request.headers_mut().insert(
+            header::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    let answer = send(request).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let challenges: Vec<&str> = answer
+        .headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let internal = format!(
+        "http://{}/.well-known/oauth-protected-resource/mcp",
+        server.addr
+    );
+    let proxied = "https://gw.example/base/tools/.well-known/oauth-protected-resource/mcp";
+    // Byte for byte the backend's challenge, but for the one value.
+    assert_eq!(
+        challenges,
+        [server.challenge().replace(&internal, proxied)],
+        "realm, scope, error and error_description are kept as they were"
+    );
+    assert!(!challenges[0].contains("evil") && !challenges[0].contains("gopher"));
+
+    // The document the challenge points at, from the backend, naming the proxy.
+    for path in [
+        "/tools/.well-known/oauth-protected-resource/mcp",
+        // Where RFC 9728 puts it for `https://gw.example/base/tools/mcp`.
+        "/.well-known/oauth-protected-resource/tools/mcp",
+    ] {
+        let answer = get_with(&url(&gateway, path), &lying).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
+        assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
+        let document = answer.json();
+        assert_eq!(
+            document["resource"], "https://gw.example/base/tools/mcp",
+            "{path}"
+        );
+        assert_eq!(
+            document["authorization_servers"],
+            serde_json::json!(["http://127.0.0.1:1/"]),
+            "{path}: the authorization server is the backend's own"
+        );
+        assert_eq!(
+            document["scopes_supported"],
+            serde_json::json!(["tools:read", "tools:call"]),
+            "{path}"
+        );
+        assert!(!answer.body.contains("evil"), "{path}: {}", answer.body);
+    }
+    // The backend saw the metadata requests at its own well-known path, and no header
+    // the client sent.
+    let fetched = server
+        .log()
+        .of(&Method::GET, "/.well-known/oauth-protected-resource/mcp");
+    assert_eq!(fetched.len(), 2);
+    for request in fetched {
+        assert!(!request.headers.contains_key("forwarded"));
+        assert!(!request.headers.contains_key("x-forwarded-host"));
+    }
+    // A path without a document there is the backend's 404, passed on.
+    let missing = get(&url(
+        &gateway,
+        "/tools/.well-known/oauth-protected-resource/other",
+    ))
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn metadata_urls_on_other_hosts_pass_unchanged_and_bad_documents_are_502() {
+    let challenge = r#"Bearer realm="x", resource_metadata="https://auth.example/prm/tools""#;
+    let router = Router::new().fallback(any(move |request: Request<Body>| async move {
+        match request.uri().path() {
+            "/.well-known/oauth-protected-resource" => ok_json(&serde_json::json!({
+                "resource": "https://somewhere.else/mcp"
+            })),
+            "/.well-known/oauth-protected-resource/api/broken" => {
+                Response::new(Body::from("not json"))
+            }
+            _ => Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(header::WWW_AUTHENTICATE, challenge)
+                .body(Body::empty())
+                .unwrap(),
+        }
+    }));
+    let server = Server::start(router).await;
+    let toml = [
+        ONCE.to_owned(),
+        backend("far", &server.url(), "upstream_inject", ""),
+        backend(
+            "api",
+            &format!("{}/api", server.url()),
+            "upstream_inject",
+            "",
+        ),
+    ]
+    .concat();
+    let gateway = start(&toml, &[]).await;
+    let answer = get(&url(&gateway, "/far/mcp")).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.headers[header::WWW_AUTHENTICATE], challenge);
+
+    let mismatch = get(&url(&gateway, "/far/.well-known/oauth-protected-resource")).await;
+    assert_eq!(mismatch.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(mismatch.json()["error"], "resource_mismatch");
+    // The backend's base path is part of the resource: `/api` + `/broken`.
+    let broken = get(&url(
+        &gateway,
+        "/api/.well-known/oauth-protected-resource/broken",
+    ))
+    .await;
+    assert_eq!(broken.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(broken.json()["error"], "invalid_metadata");
+}
+
+#[tokio::test]
+async fn a_backend_dying_mid_stream_is_reported_once_through_the_proxy() {
+    use mcp_server::{Answer, Behaviour, McpServer};
+    let server = McpServer::start(Behaviour::answering(Answer::DiesMidSse)).await;
+    // Probes read the (public) metadata document: Healthy until traffic says otherwise.
+    let probe = "[backends.probe]\npath = \"/.well-known/oauth-protected-resource/mcp\"\n";
+    let toml = format!(
+        "{ONCE}{}",
+        backend("mcp", &server.url(), "unauthenticated", probe)
+    );
+    let gateway = start(&toml, &[]).await;
+    wait_status(&gateway, "mcp", HealthStatus::Healthy).await;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = within(
+        "the head of the event stream",
+        client.request(
+            Request::post(url(&gateway, "/mcp/mcp"))
+                .body(Full::new(Bytes::from_static(br#"{"method":"initialize"}"#)))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let error = within("the stream's end", response.into_body().collect()).await;
+    assert!(
+        error.is_err(),
+        "the client sees the stream cut, not a clean end"
+    );
+
+    // The probe, then the stream's head and its failing frame.
+    wait_until("the failing frame reported", || {
+        gateway.registry().snapshot().backends[0].checks == 3
+    })
+    .await;
+    let health = gateway.registry().snapshot().backends.remove(0);
+    assert_eq!(
+        health.reason,
+        Some(Reason::Transport(TransportKind::Closed))
+    );
+    assert_eq!(health.last_outcome, Some("transport"));
+    assert_eq!((health.checks, health.failures), (3, 1), "one failure");
+    // One failing call is a sample of traffic, not yet enough to move the status.
+    assert_eq!(health.status, HealthStatus::Healthy);
+    let metrics = get(&url(&gateway, "/metrics")).await.body;
+    assert!(
+        metrics.contains(
+            r#"backend_health_reports_total{backend="mcp",outcome="transport",reason="closed"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
 // === demo ===
 
 #[tokio::test]
@@ -1287,10 +1579,22 @@ async fn the_demo_shows_each_backend_as_it_is() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
+    let challenged = get(&url(&gateway, "/github/")).await;
+    assert_eq!(challenged.status, StatusCode::UNAUTHORIZED);
+    // OAuth discovery through the demo proxy: the challenge and the document name it.
+    let public = url(&gateway, "/github");
     assert_eq!(
-        get(&url(&gateway, "/github/")).await.status,
-        StatusCode::UNAUTHORIZED
+        challenged.headers[header::WWW_AUTHENTICATE],
+        format!(
+            r#"Bearer resource_metadata="{public}/.well-known/oauth-protected-resource", scope="mcp""#
+        )
     );
+    let document = get(&url(
+        &gateway,
+        "/github/.well-known/oauth-protected-resource",
+    ))
+    .await;
+    assert_eq!(document.json()["resource"], public);
 }
 
 // === https backends ===
@@ -1657,4 +1961,50 @@ async fn a_bad_backend_with_one_url_gets_503_and_no_request() {
         }
         gateway.shutdown(Duration::from_secs(1)).await;
     }
+}
+
+#[tokio::test]
+async fn oauth_discovery_goes_through_a_backend_with_several_urls() {
+    use mcp_server::{Answer, Behaviour, McpServer};
+    let a = McpServer::start(Behaviour::answering(Answer::Json).with_auth()).await;
+    let b = McpServer::start(Behaviour::answering(Answer::Json).with_auth()).await;
+    let toml = format!(
+        "public_url = \"https://gw.example\"\n{ENDPOINTS}{}",
+        urls_backend("tools", &[a.url(), b.url()], &probe_kind("mcp"))
+            .replace("\"unauthenticated\"", "\"upstream_inject\"")
+    );
+    let gateway = start(&toml, &[]).await;
+    for server in [&a, &b] {
+        let endpoint = format!(
+            "tools@{}",
+            config::url_label(&server.url().parse().unwrap())
+        );
+        wait_status(&gateway, &endpoint, HealthStatus::Healthy).await;
+    }
+
+    // Whichever endpoint answered, its challenge names the proxy.
+    for _ in 0..4 {
+        let answer = send(
+            Request::post(url(&gateway, "/tools/mcp"))
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        let challenge = answer.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            challenge.contains(
+                r#"resource_metadata="https://gw.example/tools/.well-known/oauth-protected-resource/mcp""#
+            ),
+            "{challenge}"
+        );
+    }
+    // The document comes from an endpoint's own origin, naming the proxy.
+    let document = get(&url(
+        &gateway,
+        "/tools/.well-known/oauth-protected-resource/mcp",
+    ))
+    .await;
+    assert_eq!(document.status, StatusCode::OK, "{}", document.body);
+    assert_eq!(document.json()["resource"], "https://gw.example/tools/mcp");
 }

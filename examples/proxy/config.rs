@@ -32,12 +32,15 @@
 //! # header_injection: header = "x-api-key", value_env = "GITHUB_KEY"
 //! # token_exchange:   token_url = "http://...", client_id = "...", client_secret_env = "...",
 //! #                   scope = "...", client_auth = "basic" (default) or "post"
-//! [backends.probe]               # optional; default GET /
-//! method = "POST"
-//! path = "/mcp"
-//! headers = { "content-type" = "application/json" }
-//! body = '{"jsonrpc":"2.0","id":1,"method":"ping"}'
+//! [backends.probe]               # optional; default kind "http", GET /
+//! kind = "mcp"                   # http | mcp | oauth_metadata
+//! path = "/mcp"                  # the MCP endpoint (mcp), the resource (oauth_metadata)
+//! headers = { "x-probe" = "1" }  # optional, any kind
+//! # kind = "http" only:  method = "POST", body = '...'
 //! ```
+//!
+//! `public_url` (top level, optional) is the URL clients reach the proxy at, default
+//! `http://{listen}`: OAuth discovery through the proxy names it (`discovery.rs`).
 //!
 //! Secrets are never in the file: `value_env` and `client_secret_env` name environment
 //! variables, read once at start.
@@ -68,7 +71,7 @@ use toml::Spanned;
 use tower_health_classify::Policy;
 
 /// Backend names the proxy's own routes take.
-pub(crate) const RESERVED_NAMES: &[&str] = &["healthz", "health", "metrics"];
+pub(crate) const RESERVED_NAMES: &[&str] = &["healthz", "health", "metrics", ".well-known"];
 
 /// Request headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus
 /// the proxy-auth pair, which is meant for this proxy, not for the backend.
@@ -91,6 +94,8 @@ pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) listen: SocketAddr,
+    /// The URL clients reach the proxy at, without a trailing slash.
+    pub(crate) public_url: String,
     pub(crate) health: HealthConfig,
     pub(crate) backends: Vec<BackendConfig>,
 }
@@ -178,9 +183,29 @@ pub(crate) enum ClientAuth {
     Post,
 }
 
+/// What a probe sends and how its answer is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeKind {
+    /// The configured request, judged by its status.
+    Http,
+    /// MCP `initialize` to the endpoint at `path`, its session closed again.
+    Mcp,
+    /// RFC 9728 metadata of the resource at `path`.
+    OAuthMetadata,
+}
+
+impl ProbeKind {
+    const NAMES: &'static [(&'static str, ProbeKind)] = &[
+        ("http", ProbeKind::Http),
+        ("mcp", ProbeKind::Mcp),
+        ("oauth_metadata", ProbeKind::OAuthMetadata),
+    ];
+}
+
 /// A `[backends.probe]` table.
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeConfig {
+    pub(crate) kind: ProbeKind,
     pub(crate) method: Method,
     /// Path and query, appended to the backend's base path.
     pub(crate) path: PathAndQuery,
@@ -191,6 +216,7 @@ pub(crate) struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
+            kind: ProbeKind::Http,
             method: Method::GET,
             path: PathAndQuery::from_static("/"),
             headers: HeaderMap::new(),
@@ -250,6 +276,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
     health: Option<RawHealth>,
     #[serde(default)]
     backends: Vec<Spanned<RawBackend>>,
@@ -299,11 +326,12 @@ struct RawBackend {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProbe {
+    kind: Option<Spanned<String>>,
     method: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
-    body: Option<String>,
+    body: Option<Spanned<String>>,
 }
 
 /// The keys of each strategy beyond `name`, `url`, `strategy`, `timeout` and `probe`.
@@ -340,6 +368,12 @@ pub(crate) fn parse(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
             )
         })?,
     };
+    let public_url = match &raw.public_url {
+        None => format!("http://{listen}"),
+        Some(url) => {
+            public_url(url.get_ref()).map_err(|message| at.error("public_url", url, message))?
+        }
+    };
     let health = health(raw.health.as_ref(), &at)?;
 
     if raw.backends.is_empty() {
@@ -365,9 +399,32 @@ pub(crate) fn parse(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         listen,
+        public_url,
         health,
         backends,
     })
+}
+
+/// An `http://` or `https://` URL with a host, and perhaps a path the proxy is mounted
+/// under; no credentials, query or fragment. Returned without a trailing slash.
+fn public_url(value: &str) -> Result<String, String> {
+    let uri: Uri = value
+        .parse()
+        .map_err(|e| format!("not a valid URL ({e})"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("expected an http:// or https:// URL".into());
+    }
+    let authority = uri.authority().map(Authority::as_str).unwrap_or_default();
+    if authority.contains('@') {
+        return Err("credentials in the URL are not allowed".into());
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    if uri.query().is_some() || value.contains('#') {
+        return Err("a public URL takes no query or fragment".into());
+    }
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 fn health(raw: Option<&RawHealth>, at: &Lines<'_>) -> Result<HealthConfig, ConfigError> {
@@ -609,6 +666,35 @@ fn backend(
 
 fn probe_config(key: &str, raw: &RawProbe, at: &Lines<'_>) -> Result<ProbeConfig, ConfigError> {
     let mut probe = ProbeConfig::default();
+    if let Some(kind) = &raw.kind {
+        let name = kind.get_ref().as_str();
+        probe.kind = match ProbeKind::NAMES.iter().find(|(known, _)| *known == name) {
+            Some((_, kind)) => *kind,
+            None => {
+                return Err(at.error(
+                    format!("{key}.kind"),
+                    kind,
+                    format!(
+                        "unknown probe kind {name:?}; expected one of http, mcp, oauth_metadata"
+                    ),
+                ))
+            }
+        };
+    }
+    if probe.kind != ProbeKind::Http {
+        // The kind builds its own request: a method or a body would be silently ignored.
+        let kind = raw.kind.as_ref().map_or("", |kind| kind.get_ref().as_str());
+        let given = [("method", raw.method.as_ref()), ("body", raw.body.as_ref())];
+        for (name, value) in given {
+            if let Some(value) = value {
+                return Err(at.error(
+                    format!("{key}.{name}"),
+                    value,
+                    format!("not a key of probe kind {kind:?} (only of \"http\")"),
+                ));
+            }
+        }
+    }
     if let Some(method) = &raw.method {
         probe.method = Method::from_bytes(method.get_ref().as_bytes())
             .map_err(|_| at.error(format!("{key}.method"), method, "not an HTTP method"))?;
@@ -633,7 +719,11 @@ fn probe_config(key: &str, raw: &RawProbe, at: &Lines<'_>) -> Result<ProbeConfig
             .map_err(|_| at.error(&header_key, value, "not a valid header value"))?;
         probe.headers.append(parsed, parsed_value);
     }
-    probe.body = raw.body.clone().unwrap_or_default();
+    probe.body = raw
+        .body
+        .as_ref()
+        .map(|body| body.get_ref().clone())
+        .unwrap_or_default();
     Ok(probe)
 }
 
@@ -659,7 +749,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         .any(|reserved| reserved.eq_ignore_ascii_case(name))
     {
         return Err(format!(
-            "{name:?} is reserved for the proxy's own endpoints (healthz, health, metrics)"
+            "{name:?} is reserved for the proxy's own endpoints (healthz, health, metrics, .well-known)"
         ));
     }
     Ok(())
@@ -1163,6 +1253,28 @@ strategy = "unauthenticated"
     }
 
     #[test]
+    fn probe_kinds_and_the_public_url() {
+        let text = format!(
+            "public_url = \"https://gw.example/mcp-gateway/\"\n{MINIMAL}[backends.probe]\nkind = \"mcp\"\npath = \"/mcp\"\nheaders = {{ \"x-probe\" = \"1\" }}\n\n[[backends]]\nname = \"docs\"\nurl = \"http://127.0.0.1:9002\"\nstrategy = \"upstream_inject\"\n[backends.probe]\nkind = \"oauth_metadata\"\npath = \"/mcp\"\n"
+        );
+        let config = parse(&text, &env(&[])).unwrap();
+        assert_eq!(config.public_url, "https://gw.example/mcp-gateway");
+        let [search, docs] = &config.backends[..] else {
+            panic!("two backends");
+        };
+        assert_eq!(search.probe.kind, ProbeKind::Mcp);
+        assert_eq!(search.probe.path.as_str(), "/mcp");
+        assert_eq!(search.probe.headers["x-probe"], "1");
+        assert_eq!(docs.probe.kind, ProbeKind::OAuthMetadata);
+
+        let defaults = parse(MINIMAL, &env(&[])).unwrap();
+        assert_eq!(defaults.public_url, "http://127.0.0.1:8080");
+        assert_eq!(defaults.backends[0].probe.kind, ProbeKind::Http);
+        let v6 = parse(&format!("listen = \"[::1]:9000\"\n{MINIMAL}"), &env(&[])).unwrap();
+        assert_eq!(v6.public_url, "http://[::1]:9000");
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug_output() {
         let text = format!("{MINIMAL}\n[[backends]]\nname = \"k\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"header_injection\"\nheader = \"x-api-key\"\nvalue_env = \"KEY\"\n");
         let config = parse(&text, &env(&[("KEY", "k-123")])).unwrap();
@@ -1477,6 +1589,62 @@ strategy = "unauthenticated"
                 Some("backends[0].probe.methods"),
                 Some(6),
                 "unknown key",
+            ),
+            (
+                "an unknown probe kind",
+                backend("[backends.probe]\nkind = \"grpc\"\n"),
+                Some("backends[0].probe.kind"),
+                Some(6),
+                "unknown probe kind \"grpc\"; expected one of http, mcp, oauth_metadata",
+            ),
+            (
+                "a probe kind that is not a string",
+                backend("[backends.probe]\nkind = 1\n"),
+                Some("backends[0].probe.kind"),
+                Some(6),
+                "invalid type",
+            ),
+            (
+                "a method for the mcp kind, which sends initialize",
+                backend("[backends.probe]\nkind = \"mcp\"\nmethod = \"GET\"\n"),
+                Some("backends[0].probe.method"),
+                Some(7),
+                "not a key of probe kind \"mcp\"",
+            ),
+            (
+                "a body for the oauth_metadata kind",
+                backend("[backends.probe]\nkind = \"oauth_metadata\"\n\nbody = \"{}\"\n"),
+                Some("backends[0].probe.body"),
+                Some(8),
+                "not a key of probe kind \"oauth_metadata\"",
+            ),
+            (
+                "a public URL of another scheme",
+                format!("public_url = \"ftp://gw.example\"\n{}", backend("")),
+                Some("public_url"),
+                Some(1),
+                "http:// or https://",
+            ),
+            (
+                "a public URL with a query",
+                format!("public_url = \"https://gw.example/?x=1\"\n{}", backend("")),
+                Some("public_url"),
+                Some(1),
+                "no query",
+            ),
+            (
+                "a public URL with credentials",
+                format!("\npublic_url = \"https://u:p@gw.example\"\n{}", backend("")),
+                Some("public_url"),
+                Some(2),
+                "credentials",
+            ),
+            (
+                "a backend named like the discovery route",
+                "[[backends]]\nname = \".well-known\"\nurl = \"http://127.0.0.1:1\"\nstrategy = \"unauthenticated\"\n".into(),
+                Some("backends[0].name"),
+                Some(2),
+                "reserved",
             ),
             (
                 "a backend timeout of zero",

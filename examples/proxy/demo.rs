@@ -18,7 +18,7 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
-use http::{header, HeaderMap, Request, StatusCode};
+use http::{header, Request, StatusCode};
 use http_body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -29,7 +29,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tower_health_classify::Snapshot;
 
-use crate::config::{BackendConfig, Config, HealthConfig, ProbeConfig, StrategyConfig};
+use crate::config::{BackendConfig, Config, HealthConfig, ProbeConfig, ProbeKind, StrategyConfig};
 use crate::gateway;
 
 /// When the second endpoint of `catalog` stops.
@@ -58,7 +58,7 @@ pub(crate) async fn start_backends() -> io::Result<DemoBackends> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(any(move |request: Request<Body>| async move {
-            github(addr, request.headers())
+            github(addr, &request)
         }));
         tokio::spawn(async move { axum::serve(listener, app).await });
         addr
@@ -140,9 +140,18 @@ async fn search(request: Request<Body>) -> Response {
 }
 
 /// An MCP-style resource server: 401 with a Bearer challenge (RFC 9728) unless the
-/// request carries the demo user's token.
-fn github(addr: SocketAddr, headers: &HeaderMap) -> Response {
-    let sent = headers
+/// request carries the demo user's token, and its protected resource metadata.
+fn github(addr: SocketAddr, request: &Request<Body>) -> Response {
+    if request.uri().path() == "/.well-known/oauth-protected-resource" {
+        let metadata = serde_json::json!({
+            "resource": format!("http://{addr}/"),
+            "authorization_servers": ["https://auth.example"],
+            "scopes_supported": ["mcp"],
+        });
+        return json(StatusCode::OK, &metadata);
+    }
+    let sent = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if sent == Some(&format!("Bearer {DEMO_USER_TOKEN}")) {
@@ -209,8 +218,12 @@ pub(crate) fn config(backends: &DemoBackends, listen: SocketAddr, interval: Dura
         timeout: Duration::from_secs(10),
         ca: None,
     };
+    // The OAuth backend is an MCP server: probed with `initialize`.
+    let mut github = backend("github", &[backends.github], StrategyConfig::UpstreamInject);
+    github.probe.kind = ProbeKind::Mcp;
     Config {
         listen,
+        public_url: format!("http://{listen}"),
         health: HealthConfig {
             interval,
             timeout: interval / 2,
@@ -222,7 +235,7 @@ pub(crate) fn config(backends: &DemoBackends, listen: SocketAddr, interval: Dura
                 &[backends.search],
                 StrategyConfig::Unauthenticated,
             ),
-            backend("github", &[backends.github], StrategyConfig::UpstreamInject),
+            github,
             backend(
                 "billing",
                 &[backends.billing],
@@ -312,6 +325,7 @@ pub(crate) async fn run(shutdown: impl std::future::Future<Output = ()>) -> io::
         format!("curl -i '{url}/search/hello?q=1'"),
         format!("curl -N {url}/search/events"),
         format!("curl -i {url}/github/"),
+        format!("curl {url}/github/.well-known/oauth-protected-resource"),
         format!("curl -i -H 'Authorization: Bearer {DEMO_USER_TOKEN}' {url}/github/"),
         format!("curl -i {url}/billing/"),
         format!("curl -i {url}/catalog/"),

@@ -22,7 +22,6 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
@@ -35,7 +34,7 @@ use crate::forward;
 
 /// One endpoint's stack, from the balancer down, types erased.
 pub(crate) type EndpointService =
-    BoxCloneSyncService<Request<ReplayBody>, Response<Incoming>, BackendError>;
+    BoxCloneSyncService<Request<ReplayBody>, Response<Body>, BackendError>;
 
 type Balanced = Balance<
     PendingRequestsDiscover<HealthDiscover<Arc<str>, EndpointService>>,
@@ -67,7 +66,12 @@ pub(crate) fn balanced(discover: HealthDiscover<Arc<str>, EndpointService>) -> E
 /// refused by the client as `invalid_request`, a misconfiguration the registry warns of.
 pub(crate) fn to_endpoint(base: &Uri, request: Request<ReplayBody>) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
-    if let Ok(uri) = forward::upstream_uri(base, parts.uri.path(), parts.uri.query()) {
+    // Protected resource metadata lives at the endpoint's origin, not under its base path.
+    let uri = match parts.extensions.get::<crate::discovery::MetadataOf>() {
+        Some(resource) => resource.uri(base),
+        None => forward::upstream_uri(base, parts.uri.path(), parts.uri.query()).ok(),
+    };
+    if let Some(uri) = uri {
         parts.uri = uri;
     }
     Request::from_parts(parts, Body::new(body))
@@ -157,11 +161,9 @@ impl http_body::Body for ReplayBody {
 pub(crate) fn send<S>(
     service: S,
     request: Request<Body>,
-) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, BackendError>> + Send>>
+) -> Pin<Box<dyn Future<Output = Result<Response<Body>, BackendError>> + Send>>
 where
-    S: Service<Request<ReplayBody>, Response = Response<Incoming>, Error = BoxError>
-        + Send
-        + 'static,
+    S: Service<Request<ReplayBody>, Response = Response<Body>, Error = BoxError> + Send + 'static,
     S::Future: Send,
 {
     Box::pin(

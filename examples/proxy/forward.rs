@@ -17,9 +17,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
 use tower::timeout::Timeout;
-use tower::util::Either;
+use tower::util::{Either, MapResponse};
 use tower::ServiceExt;
-use tower_health_classify::{BackendError, BackendHandle, HealthClassify, HealthGate, LocalKind};
+use tower_health_classify::body::{ClassifyBody, ResponseBody};
+use tower_health_classify::{
+    BackendError, BackendHandle, DefaultClassifier, HealthClassify, HealthGate, LocalKind,
+};
 
 use crate::auth::{BearerToken, OutgoingAuthService};
 use crate::config::HOP_BY_HOP;
@@ -32,16 +35,53 @@ pub(crate) type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpC
 /// Below the classify layer: the timeout, the token, the client.
 pub(crate) type Inner = Timeout<BearerToken<Client>>;
 
+/// The classify layer over [`Inner`], judging streams too: a body that dies mid-stream
+/// is reported against the backend.
+pub(crate) type Classified = HealthClassify<Inner, BackendHandle, DefaultClassifier, ClassifyBody>;
+
+/// The response of the classify layer: its body is watched.
+pub(crate) type ClassifiedResponse =
+    Response<ResponseBody<Incoming, BackendHandle, DefaultClassifier>>;
+
 /// What a route sends a request through: outgoing auth, the classify layer, the timeout,
-/// the token, the client (see `gateway` for why in this order). The right side, traffic
-/// without the classify layer, exists only to measure the layer's cost end to end
-/// (`benches/e2e.sh`); its errors are typed the same way, without a report.
+/// the token, the client (see `gateway` for why in this order), with the response body
+/// made an axum `Body`. The right side, traffic without the classify layer, exists only
+/// to measure the layer's cost end to end (`benches/e2e.sh`); its errors are typed the
+/// same way, without a report.
 pub(crate) type BackendService = OutgoingAuthService<
     Either<
-        HealthClassify<Inner, BackendHandle, tower_health_classify::DefaultClassifier>,
-        Untyped<Inner>,
+        MapResponse<Classified, fn(ClassifiedResponse) -> Response<Body>>,
+        MapResponse<Untyped<Inner>, fn(Response<Incoming>) -> Response<Body>>,
     >,
 >;
+
+/// The route's service: outgoing auth over `traffic`, the classify layer (or, for the
+/// bench, none), answering with axum bodies.
+pub(crate) fn backend_service(
+    auth: crate::auth::OutgoingAuth,
+    traffic: Either<Classified, Untyped<Inner>>,
+) -> BackendService {
+    let service = match traffic {
+        Either::Left(classified) => Either::Left(MapResponse::new(
+            classified,
+            to_body as fn(ClassifiedResponse) -> Response<Body>,
+        )),
+        Either::Right(untyped) => Either::Right(MapResponse::new(
+            untyped,
+            to_body as fn(Response<Incoming>) -> Response<Body>,
+        )),
+    };
+    tower::Layer::layer(&crate::auth::OutgoingAuthLayer::new(auth), service)
+}
+
+/// A response with its body streamed as an axum `Body`.
+pub(crate) fn to_body<B>(response: Response<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    response.map(Body::new)
+}
 
 /// What a route sends through: for one URL, the backend's stack behind the gate (without
 /// it when `fail_fast = false`); for several, outgoing auth over the balanced endpoints
@@ -54,7 +94,7 @@ pub(crate) enum RouteService {
 }
 
 impl RouteService {
-    async fn send(self, request: Request<Body>) -> Result<Response<Incoming>, BackendError> {
+    pub(crate) async fn send(self, request: Request<Body>) -> Result<Response<Body>, BackendError> {
         match self {
             RouteService::One(service) => service.oneshot(request).await,
             RouteService::Endpoints(service) => crate::endpoints::send(service, request).await,
@@ -69,6 +109,10 @@ pub(crate) struct Route {
     /// `http(s)://host:port` and the base path (`/` or `/api`); only `/` for a backend
     /// with several endpoints, each of which puts its own in front.
     pub(crate) base: Uri,
+    /// The backend's URL, or each of its endpoints' (`discovery` matches them).
+    pub(crate) urls: Arc<[Uri]>,
+    /// `{public_url}/{name}`: where clients reach this backend through the proxy.
+    pub(crate) public: Arc<str>,
     pub(crate) service: RouteService,
     /// Removed from responses: the header the gateway's credential travels in.
     pub(crate) credential_header: Option<HeaderName>,
@@ -157,7 +201,7 @@ pub(crate) async fn forward(
     let method = request.method().clone();
     let result = route.service.clone().send(request).await;
     let response = match result {
-        Ok(response) => response_to_caller(response, route.credential_header.as_ref()),
+        Ok(response) => response_to_caller(response, route),
         Err(error) => failure_response(route, &error),
     };
     tracing::debug!(
@@ -185,24 +229,28 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
-/// The backend's response, its body streamed as it arrives.
-fn response_to_caller(
-    response: Response<Incoming>,
-    credential_header: Option<&HeaderName>,
-) -> Response<Body> {
+/// The backend's response, its body streamed as it arrives. A challenge's
+/// `resource_metadata` is pointed at the proxy (`discovery`).
+pub(crate) fn response_to_caller(response: Response<Body>, route: &Route) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(name) = credential_header {
+    if let Some(name) = &route.credential_header {
         parts.headers.remove(name);
     }
-    Response::from_parts(parts, Body::new(body))
+    if matches!(
+        parts.status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        crate::discovery::rewrite_challenges(&mut parts.headers, route);
+    }
+    Response::from_parts(parts, body)
 }
 
 /// 502 for a backend that could not be reached or answered garbage, 504 for one that took
 /// too long, 503 for one the gate held the request back from (it is Bad), each with a
 /// small JSON body. Never says more than the failure's kind: an
 /// error's text may hold a backend's words.
-fn failure_response(route: &Route, error: &BackendError) -> Response<Body> {
+pub(crate) fn failure_response(route: &Route, error: &BackendError) -> Response<Body> {
     if let Some(token) = find_token_error(error) {
         let status = if error.is_timeout() {
             StatusCode::GATEWAY_TIMEOUT

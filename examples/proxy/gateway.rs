@@ -8,7 +8,8 @@
 //! caller ─► router ─► forward (hop-by-hop headers out, URI rewritten)
 //!   ─► HealthGateLayer       while the backend is Bad: 503 at once, but for a trial per backoff
 //!   ─► OutgoingAuthLayer     sets or strips credentials; marks Credentials::Sent for the gateway's own
-//!   ─► HealthClassifyLayer   classifies and reports; pass-through, so 401/403 reach the caller
+//!   ─► HealthClassifyLayer   classifies and reports; pass-through, so 401/403 reach the caller;
+//!                            judged streams, so a body that dies midway is reported too
 //!   ─► Timeout               until the response head; the body then streams unbounded
 //!   ─► BearerTokenLayer      token_exchange only: fetches (cached) and adds the token
 //!   ─► hyper-util client     http://, or https:// through hyper-rustls (HTTP/2 by ALPN)
@@ -32,7 +33,8 @@
 //!
 //! Probes go through the same stack: the prober wraps what `make` returns in its own
 //! classify layer and timeout, so `make` hands it `BearerToken<Client>` and a probe request
-//! already prepared by the same `OutgoingAuth`.
+//! already prepared by the same `OutgoingAuth`, with the check of the probe's kind
+//! (`mcp`, `oauth_metadata`; none for `http`).
 
 use std::collections::HashMap;
 use std::io;
@@ -51,13 +53,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::util::Either;
 use tower::{Layer, ServiceBuilder};
+use tower_health_classify::check::{McpCheck, OAuthMetadataCheck};
 use tower_health_classify::{
-    HealthClassifyLayer, HealthDiscover, HealthGateLayer, HealthRegistry, Probe, Prober,
+    HealthClassifyLayer, HealthDiscover, HealthGateLayer, HealthRegistry, Probe, ProbeCall, Prober,
     Transitions,
 };
 
 use crate::auth::{BearerToken, BearerTokenLayer, OutgoingAuth, OutgoingAuthLayer};
-use crate::config::{self, Config, ProbeConfig};
+use crate::config::{self, Config, ProbeConfig, ProbeKind};
+use crate::discovery;
 use crate::endpoints::{self, EndpointService};
 use crate::forward::{self, Client, Route, RouteService};
 use crate::health::{self, HealthState};
@@ -160,15 +164,17 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
             [url] => {
                 let handle = registry.register(backend.name.as_str(), auth.strategy());
                 let traffic = if classify_traffic {
+                    // Judged streams: an event stream that dies is the backend's failure.
                     Either::Left(
                         HealthClassifyLayer::new(handle.clone())
                             .pass_through_auth()
+                            .classify_body()
                             .layer(inner()),
                     )
                 } else {
                     Either::Right(forward::Untyped(inner()))
                 };
-                let service = OutgoingAuthLayer::new(auth.clone()).layer(traffic);
+                let service = forward::backend_service(auth.clone(), traffic);
                 let service = if config.health.fail_fast {
                     Either::Left(HealthGateLayer::new(handle).layer(service))
                 } else {
@@ -191,7 +197,12 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
                     let base = url.clone();
                     let service = ServiceBuilder::new()
                         .map_request(move |request| endpoints::to_endpoint(&base, request))
-                        .layer(HealthClassifyLayer::new(handle.clone()).pass_through_auth())
+                        .map_response(forward::to_body::<_>)
+                        .layer(
+                            HealthClassifyLayer::new(handle.clone())
+                                .pass_through_auth()
+                                .classify_body(),
+                        )
                         .service(inner());
                     discover = discover.endpoint(
                         Arc::from(name.as_str()),
@@ -215,6 +226,8 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
             Route {
                 name: backend.name.as_str().into(),
                 base,
+                urls: backend.urls.clone().into(),
+                public: format!("{}/{}", config.public_url, backend.name).into(),
                 service,
                 credential_header: auth.credential_header().cloned(),
                 timeout: backend.timeout,
@@ -231,7 +244,7 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
         .interval(config.health.interval)
         .jitter(config.health.jitter)
         .timeout(config.health.timeout)
-        .spawn(move |name: &str| probes.get(name).map(ProbeTarget::request));
+        .spawn_checked(move |name: &str| probes.get(name).map(ProbeTarget::call));
 
     let state = AppState {
         routes: Arc::new(routes),
@@ -245,6 +258,11 @@ pub(crate) fn start(config: &Config, listener: TcpListener) -> io::Result<Gatewa
         .route("/healthz", get(health::healthz))
         .route("/health/backends", get(health::backends))
         .route("/metrics", get(health::metrics))
+        // Where RFC 9728 puts the metadata of `{public_url}/{backend}{path}`.
+        .route(
+            "/.well-known/oauth-protected-resource/{*rest}",
+            any(root_metadata),
+        )
         .route("/{backend}", any(proxy))
         .route("/{backend}/", any(proxy))
         .route("/{backend}/{*path}", any(proxy))
@@ -282,17 +300,58 @@ struct ProbeTarget {
 
 impl ProbeTarget {
     /// The service and request `make` hands the prober, which adds its own classify layer
-    /// and timeout around the service: the same stack as traffic.
-    fn request(&self) -> (BearerToken<Client>, Request<Body>) {
-        let mut request = Request::new(Body::from(self.probe.body.clone()));
-        *request.method_mut() = self.probe.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.probe.headers.clone();
-        // The prober inserts it too, but only after `make`: `prepare` must see it now.
-        request.extensions_mut().insert(Probe);
-        self.auth.prepare(&mut request);
-        (self.token.layer(self.client.clone()), request)
+    /// and timeout around the service (the same stack as traffic), and the check of the
+    /// probe's kind.
+    fn call(&self) -> ProbeCall<BearerToken<Client>, Body> {
+        let service = self.token.layer(self.client.clone());
+        let prepared = |mut request: Request<Body>| {
+            request.headers_mut().extend(self.probe.headers.clone());
+            // The prober inserts it too, but only after `make`: `prepare` must see it now.
+            request.extensions_mut().insert(Probe);
+            self.auth.prepare(&mut request);
+            request
+        };
+        match self.probe.kind {
+            ProbeKind::Http => {
+                let mut request = Request::new(Body::from(self.probe.body.clone()));
+                *request.method_mut() = self.probe.method.clone();
+                *request.uri_mut() = self.uri.clone();
+                ProbeCall::new(service, prepared(request))
+            }
+            ProbeKind::Mcp => {
+                ProbeCall::new(service, prepared(McpCheck::request(self.uri.clone())))
+                    .check(McpCheck)
+            }
+            ProbeKind::OAuthMetadata => {
+                let check = OAuthMetadataCheck::new(self.uri.clone());
+                ProbeCall::new(service, prepared(check.request())).check(check)
+            }
+        }
     }
+}
+
+/// `/.well-known/oauth-protected-resource/{backend}{path}`: the metadata of
+/// `{public_url}/{backend}{path}`, as at `/{backend}/.well-known/oauth-protected-resource{path}`.
+async fn root_metadata(State(state): State<AppState>, request: Request<Body>) -> Response {
+    let rest = request.uri().path()[discovery::WELL_KNOWN.len()..].trim_start_matches('/');
+    let (name, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, ""),
+    };
+    let Some(route) = state.routes.get(name) else {
+        return unknown_backend(name);
+    };
+    discovery::metadata(route, request.method(), path, request.uri().query()).await
+}
+
+fn unknown_backend(name: &str) -> Response {
+    forward::error_response(
+        StatusCode::NOT_FOUND,
+        "unknown_backend",
+        name,
+        None,
+        "no backend has this name",
+    )
 }
 
 /// `/{backend}`, `/{backend}/` and `/{backend}/{*path}`. The path is taken raw from the
@@ -308,14 +367,11 @@ async fn proxy(
         None => (path, ""),
     };
     let Some(route) = state.routes.get(name) else {
-        return forward::error_response(
-            StatusCode::NOT_FOUND,
-            "unknown_backend",
-            name,
-            None,
-            "no backend has this name",
-        );
+        return unknown_backend(name);
     };
+    if let Some(path) = discovery::metadata_path(rest) {
+        return discovery::metadata(route, request.method(), path, request.uri().query()).await;
+    }
     let rest = rest.to_owned();
     forward::forward(route, request, &rest, Some(peer)).await
 }

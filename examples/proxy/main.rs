@@ -18,10 +18,13 @@
 //!   backend offers it (see `forward::client`).
 //! - `/{backend}/{*path}` (and `/{backend}`, `/{backend}/`) goes to that backend's URL plus
 //!   the path and query, bodies streamed both ways, connection headers removed. 401 and 403
-//!   reach the caller with their `WWW-Authenticate`; a backend that cannot be reached gives
-//!   502, one too slow 504, one that is Unhealthy or Unauthenticated 503 without a request
-//!   sent (but for a trial now and then; `fail_fast = false` turns that off), an unknown
-//!   name 404, each with a small JSON body.
+//!   reach the caller with their `WWW-Authenticate`, its `resource_metadata` pointed at
+//!   the proxy, which serves that document (see `discovery.rs`); a backend that cannot be
+//!   reached gives 502, one too slow 504, one that is Unhealthy or Unauthenticated 503
+//!   without a request sent (but for a trial now and then; `fail_fast = false` turns that
+//!   off), an unknown name 404, each with a small JSON body. A stream that dies midway is
+//!   reported against the backend (judged streams).
+//! - Probes of kind `http`, `mcp` or `oauth_metadata` (`[backends.probe] kind`).
 //! - `urls = [...]` instead of `url`: one endpoint per URL, balanced over those that are
 //!   not Bad, failing open when more than half are (see `endpoints.rs`).
 //! - `/healthz` answers 200 while the registry's phase is `ready` or `degraded`, else 503;
@@ -38,6 +41,7 @@
 //! | `auth.rs` | outgoing auth layers, one behaviour per strategy |
 //! | `token.rs` | the OAuth client-credentials grant, cached, one fetch at a time |
 //! | `forward.rs` | one request to a backend and back; error answers |
+//! | `discovery.rs` | OAuth discovery through the proxy: challenges and metadata that name the proxy |
 //! | `endpoints.rs` | a backend with several URLs: balancer, failover, replayable body |
 //! | `health.rs` | `/healthz`, `/health/backends`, `/metrics` |
 //! | `gateway.rs` | everything assembled: the stack of each backend, the prober, the router |
@@ -61,6 +65,7 @@
 mod auth;
 mod config;
 mod demo;
+mod discovery;
 mod endpoints;
 mod forward;
 mod gateway;
@@ -162,6 +167,15 @@ async fn run_config(path: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.listen.ip().is_unspecified()
+        && config.public_url == format!("http://{}", config.listen)
+    {
+        // Clients cannot use `0.0.0.0`: discovery would send them nowhere.
+        tracing::warn!(
+            public_url = %config.public_url,
+            "listening on every address without public_url: OAuth discovery will name this address; set public_url"
+        );
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {

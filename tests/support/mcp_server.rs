@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses part of it
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -311,7 +312,11 @@ fn initialize(shared: &Shared, received: &Received) -> Response {
             .body(Body::from("<!doctype html><html><body>Welcome</body></html>"))
             .unwrap(),
         Answer::DiesMidSse => sse(builder)
-            .body(Body::new(Scripted::new(vec![Step::Data(event(progress)), Step::Die])))
+            .body(Body::new(Scripted::new(vec![
+                Step::Data(event(progress)),
+                Step::Pause(std::time::Duration::from_millis(20)),
+                Step::Die,
+            ])))
             .unwrap(),
         Answer::EndlessSse => sse(builder)
             .body(Body::new(Scripted::endless(": keep-alive\n")))
@@ -360,6 +365,8 @@ fn status(status: StatusCode) -> Response {
 
 enum Step {
     Data(String),
+    /// A pause, so that what came before is flushed to the client.
+    Pause(std::time::Duration),
     /// Pending forever: the connection stays open, nothing more comes.
     Hold,
     /// An error: hyper drops the connection in the middle of the chunked body.
@@ -370,6 +377,7 @@ enum Step {
 struct Scripted {
     steps: std::collections::VecDeque<Step>,
     endless: Option<&'static str>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Scripted {
@@ -377,6 +385,7 @@ impl Scripted {
         Scripted {
             steps: steps.into(),
             endless: None,
+            pause: None,
         }
     }
 
@@ -384,6 +393,7 @@ impl Scripted {
         Scripted {
             steps: Default::default(),
             endless: Some(chunk),
+            pause: None,
         }
     }
 }
@@ -394,13 +404,25 @@ impl http_body::Body for Scripted {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if let Some(chunk) = self.endless {
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk.repeat(256))))));
         }
+        if let Some(pause) = self.pause.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+        }
         match self.steps.front() {
             None => Poll::Ready(None),
+            Some(Step::Pause(duration)) => {
+                let mut pause = Box::pin(tokio::time::sleep(*duration));
+                self.steps.pop_front();
+                let polled = pause.as_mut().poll(cx);
+                debug_assert!(polled.is_pending());
+                self.pause = Some(pause);
+                Poll::Pending
+            }
             Some(Step::Hold) => Poll::Pending,
             Some(Step::Die) => Poll::Ready(Some(Err(std::io::ErrorKind::ConnectionReset.into()))),
             Some(Step::Data(_)) => {
