@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Buf;
-use http::{header, HeaderName, Request, Response, Uri};
+use http::{header, HeaderName, Request, Response};
 use http_body::Body;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -589,16 +589,6 @@ fn not_ready(handle: &BackendHandle) {
     );
 }
 
-/// How a checked probe ended, before it is reported.
-enum Decision {
-    /// The layer's outcome, with the check's verdict or (`None`) the verdict table's.
-    Judged(Option<Verdict>),
-    /// Send the probe to this URI instead.
-    Retry(Uri),
-    /// The body failed or stalled: this outcome instead of the layer's.
-    Failed(Outcome, Option<TlsFailure>),
-}
-
 /// A probe judged by `check`: through the layer (which reports to `capture`, not to the
 /// backend), then the check, then one report to the backend, then the cleanup.
 async fn checked<S, B, RB>(
@@ -630,7 +620,7 @@ async fn checked<S, B, RB>(
     let mut request = Request::from_parts(parts, body);
     let started = clock::now();
     let mut retried = false;
-    loop {
+    'probe: loop {
         let uri = request.uri().clone();
         match tokio::time::timeout_at(deadline, poll_fn(|cx| service.poll_ready(cx))).await {
             Ok(Ok(())) => {}
@@ -648,25 +638,31 @@ async fn checked<S, B, RB>(
         let limit = check.check.body_limit();
         let mut read = Vec::new();
         let mut complete = false;
-        let decision = loop {
+        let forward = loop {
             let answer = ProbeAnswer::new(&uri, head.status, &head.headers, layer_verdict)
                 .with_body(&read, complete);
             match check.check.judge(&answer) {
                 Judgement::ReadBody if !complete => {}
-                Judgement::Verdict(verdict) => break Decision::Judged(Some(verdict)),
-                Judgement::Retry(next) if !retried => break Decision::Retry(next),
+                Judgement::Verdict(verdict) => break Forward::Judged(Some(verdict)),
+                Judgement::Retry(next) if !retried => {
+                    retried = true;
+                    let mut parts = template.clone();
+                    parts.uri = next;
+                    request = Request::from_parts(parts, (check.empty)());
+                    continue 'probe;
+                }
                 // Keep, a body read to its end, a second retry.
-                _ => break Decision::Judged(None),
+                _ => break Forward::Judged(None),
             }
             let frame = poll_fn(|cx| body.as_mut().poll_frame(cx));
             match tokio::time::timeout_at(deadline, frame).await {
-                Err(_) => break Decision::Failed(Outcome::Transport(TransportKind::Timeout), None),
+                Err(_) => break Forward::Failed(Outcome::Transport(TransportKind::Timeout), None),
                 Ok(None) => complete = true,
                 Ok(Some(Err(error))) => {
                     let error: BoxError = error.into();
                     let outcome = classify_error(&*error);
                     let tls = tls_failure_of(&outcome, &*error);
-                    break Decision::Failed(outcome, tls);
+                    break Forward::Failed(outcome, tls);
                 }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(mut data) = frame.into_data() {
@@ -680,17 +676,6 @@ async fn checked<S, B, RB>(
                     }
                 }
             }
-        };
-        let forward = match decision {
-            Decision::Retry(next) => {
-                retried = true;
-                let mut parts = template.clone();
-                parts.uri = next;
-                request = Request::from_parts(parts, (check.empty)());
-                continue;
-            }
-            Decision::Judged(verdict) => Forward::Judged(verdict),
-            Decision::Failed(outcome, tls) => Forward::Failed(outcome, tls),
         };
         capture.forward(handle, started, forward);
         let answer = ProbeAnswer::new(&uri, head.status, &head.headers, layer_verdict)
@@ -830,7 +815,7 @@ enum Forward {
     AsCaptured,
     /// The layer's outcome with the check's verdict, or the verdict table's.
     Judged(Option<Verdict>),
-    /// Another outcome: the body failed.
+    /// Another outcome: the body failed or stalled.
     Failed(Outcome, Option<TlsFailure>),
     /// The deadline ended the exchange before the head.
     TimedOut,
