@@ -3,7 +3,7 @@
 //!
 //! Run with `bash benches/instructions.sh` (it builds this with rustix's libc backend,
 //! which valgrind can run, and prints the counts). By itself, `instructions MODE N` sends
-//! N requests through the layer in MODE (`head`, `body`) and exits.
+//! N requests through the layer in MODE (`head`, `body`, `gate`) and exits.
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
@@ -16,7 +16,9 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Empty;
 use tower::{service_fn, Layer, Service};
-use tower_health_classify::{AuthStrategy, HealthClassifyLayer, HealthRegistry, Policy};
+use tower_health_classify::{
+    AuthStrategy, HealthClassifyLayer, HealthGateLayer, HealthRegistry, Policy,
+};
 
 fn ok(_req: Request<()>) -> Ready<Result<Response<Empty<Bytes>>, Infallible>> {
     ready(Ok(Response::new(Empty::new())))
@@ -60,6 +62,18 @@ fn body(n: u64) {
     }
 }
 
+/// (d4): (d) behind a gate on the same backend, Healthy.
+#[inline(never)]
+fn gate(n: u64) {
+    let registry = HealthRegistry::new(Policy::default());
+    let handle = registry.register("bench", AuthStrategy::UpstreamInject);
+    let mut service = HealthGateLayer::new(handle.clone())
+        .layer(HealthClassifyLayer::new(handle).layer(service_fn(ok)));
+    for _ in 0..n {
+        let _ = black_box(call(&mut service));
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next()) else {
@@ -70,6 +84,7 @@ fn main() {
     match mode.as_str() {
         "head" => head(n),
         "body" => body(n),
-        other => panic!("unknown mode {other:?}; expected head or body"),
+        "gate" => gate(n),
+        other => panic!("unknown mode {other:?}; expected head, body or gate"),
     }
 }

@@ -14,7 +14,7 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
     | awk '/Collected/ { print $4 }'
 }
-for mode in head body; do
+for mode in head body gate; do
   one=$(count "$mode" "$n")
   two=$(count "$mode" $((2 * n)))
   echo "$mode: $(( (two - one) / n )) instructions per request"

@@ -259,7 +259,7 @@
 //!
 //! [`HealthGateLayer`] fails fast while a backend is Bad: calls return
 //! [`BackendError::NotSent`] at once and nothing is sent, but for one trial request per
-//! backoff interval; while the backend is not Bad it costs one atomic load. The stack is
+//! backoff interval; while the backend is not Bad it decides with one atomic load. The stack is
 //! `HealthGate -> HealthClassify -> Timeout -> client`, the gate outside, so that a
 //! request it holds back is never reported (see [`gate`]). For a backend with several
 //! endpoints, [`HealthDiscover`] (feature `balance`) feeds tower's `Balance` the

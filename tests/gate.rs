@@ -424,3 +424,32 @@ fn a_zero_trial_wait_is_refused() {
     let (_registry, handle) = backend_in(HealthStatus::Healthy);
     let _ = HealthGateLayer::new(handle).trial_backoff(Duration::ZERO, Duration::from_secs(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_trial_claimed_before_the_backend_came_back_is_not_kept_for_later() {
+    let (_registry, handle) = backend_in(HealthStatus::Unhealthy);
+    let client = Client::default();
+    let mut service = HealthGateLayer::new(handle.clone())
+        .trial_backoff(Duration::from_secs(1), Duration::from_secs(1))
+        .not_ready_while_bad()
+        .layer(client.service());
+    let mut task = tokio_test::task::spawn(());
+    assert!(task.enter(|cx, _| service.poll_ready(cx)).is_pending());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        task.enter(|cx, _| service.poll_ready(cx)).is_ready(),
+        "a trial"
+    );
+
+    // Back before the trial was sent, and down again: that trial is not the next call's.
+    make_healthy(&handle);
+    assert!(task.enter(|cx, _| service.poll_ready(cx)).is_ready());
+    make_unhealthy(&handle);
+    let held = service.call(Request::new(())).await.unwrap_err();
+    assert!(
+        held.downcast_ref::<BackendError>()
+            .is_some_and(BackendError::is_not_sent),
+        "{held:?}"
+    );
+    assert_eq!(client.calls(), 0);
+}
