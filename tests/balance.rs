@@ -22,9 +22,14 @@ use tower::retry::Retry;
 use tower::util::BoxCloneSyncService;
 use tower::{service_fn, BoxError, Service, ServiceExt};
 use tower_health_classify::{
-    AuthStrategy, BackendHandle, ConnectFailover, Endpoint, ExchangeReport, HealthDiscover,
-    HealthRegistry, HealthStatus, Origin, Outcome, Policy, TransportKind,
+    AuthStrategy, BackendHandle, ConnectFailover, Endpoint, HealthDiscover, HealthRegistry,
+    HealthStatus, Outcome, Policy, TransportKind,
 };
+
+#[path = "support/probes.rs"]
+mod probes;
+
+use probes::{make_healthy, make_unhealthy, probes};
 use tracing::Level;
 
 #[path = "support/logs.rs"]
@@ -74,28 +79,6 @@ fn fixture(errors: &[Option<io::ErrorKind>]) -> (Fixture, HealthDiscover<usize, 
         },
         discover,
     )
-}
-
-fn probes(handle: &BackendHandle, outcome: &Outcome, n: usize) {
-    for _ in 0..n {
-        ExchangeReport::new(outcome)
-            .origin(Origin::Probe)
-            .report(handle);
-    }
-}
-
-fn make_unhealthy(handle: &BackendHandle) {
-    probes(
-        handle,
-        &Outcome::Transport(TransportKind::ConnectionRefused),
-        3,
-    );
-    assert_eq!(handle.status(), HealthStatus::Unhealthy);
-}
-
-fn make_healthy(handle: &BackendHandle) {
-    probes(handle, &Outcome::Success(StatusCode::OK), 2);
-    assert_eq!(handle.status(), HealthStatus::Healthy);
 }
 
 /// What a change says, without the service.

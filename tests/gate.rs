@@ -13,10 +13,14 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_health_classify::{
-    classify_response, AuthStrategy, BackendError, BackendHandle, ExchangeReport,
-    HealthClassifyLayer, HealthGateLayer, HealthRegistry, HealthStatus, LocalKind, Origin, Outcome,
-    Policy, TransportKind,
+    classify_response, AuthStrategy, BackendError, BackendHandle, HealthClassifyLayer,
+    HealthGateLayer, HealthRegistry, HealthStatus, LocalKind, Outcome, Policy,
 };
+
+#[path = "support/probes.rs"]
+mod probes;
+
+use probes::{make_healthy, make_unhealthy, probes};
 
 /// A client that counts the requests it gets, notes when, and answers 200 or refuses the
 /// connection as `refuse` says.
@@ -60,28 +64,6 @@ impl Client {
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
-}
-
-fn probes(handle: &BackendHandle, outcome: &Outcome, n: usize) {
-    for _ in 0..n {
-        ExchangeReport::new(outcome)
-            .origin(Origin::Probe)
-            .report(handle);
-    }
-}
-
-fn make_unhealthy(handle: &BackendHandle) {
-    probes(
-        handle,
-        &Outcome::Transport(TransportKind::ConnectionRefused),
-        3,
-    );
-    assert_eq!(handle.status(), HealthStatus::Unhealthy);
-}
-
-fn make_healthy(handle: &BackendHandle) {
-    probes(handle, &Outcome::Success(StatusCode::OK), 2);
-    assert_eq!(handle.status(), HealthStatus::Healthy);
 }
 
 /// The backend in each status, as its probes left it.

@@ -1104,6 +1104,20 @@ async fn a_request_body_streams_to_the_backend() {
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
+impl Captured {
+    /// Captures what this thread logs at `level` and above, until the guard drops.
+    fn install(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+}
+
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -1129,14 +1143,7 @@ async fn secrets_never_reach_logs_or_health_endpoints() {
     const CLIENT_SECRET: &str = "client-secret-77be02";
     const ACCESS_TOKEN: &str = "access-token-c0ffee";
     const USER_TOKEN: &str = "user-token-9d2e41";
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install(tracing::Level::TRACE);
 
     fn issue(_: usize) -> Response {
         ok_json(&serde_json::json!({ "access_token": ACCESS_TOKEN, "expires_in": 3600 }))
@@ -1895,14 +1902,7 @@ async fn one_of_two_endpoints_dies_under_traffic_and_comes_back() {
 
 #[tokio::test]
 async fn every_endpoint_dead_fails_open_with_a_clear_502_said_once() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install(tracing::Level::INFO);
 
     let dead = [closed_port(), closed_port()].map(|addr| format!("http://{addr}"));
     let gateway = start(
