@@ -59,9 +59,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Sent { inner } => inner.poll(cx),
-            KindProj::NotSent { status } => {
-                Poll::Ready(Err(E::from(BackendError::NotSent { status: *status })))
-            }
+            KindProj::NotSent { status } => not_sent(*status),
         }
     }
+}
+
+/// Out of line, so that the common arm returns the inner future's output in place: built
+/// inline, the two arms' outputs met in a temporary that was copied field by field (8
+/// instructions a request, `benches/instructions.sh`).
+#[cold]
+#[inline(never)]
+fn not_sent<T, E: From<BackendError>>(status: HealthStatus) -> Poll<Result<T, E>> {
+    Poll::Ready(Err(E::from(BackendError::NotSent { status })))
 }
