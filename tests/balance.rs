@@ -363,3 +363,13 @@ async fn every_endpoint_refusing_fails_after_one_more_attempt() {
         logs.text()
     );
 }
+
+#[test]
+fn a_discover_can_be_built_outside_a_runtime() {
+    let (fixture, discover) = fixture(&[None, None]);
+    let discover = discover
+        .fail_open_above(0.75)
+        .ejection(Duration::from_millis(10), Duration::from_secs(1));
+    assert!(!discover.is_failing_open());
+    assert_eq!(fixture.handles.len(), 2);
+}

@@ -105,8 +105,9 @@ pub struct HealthDiscover<K, S> {
     ejection: (Duration, Duration),
     failing_open: bool,
     wake: Arc<Wake>,
-    /// The earliest end of an ejection.
-    timer: Pin<Box<Sleep>>,
+    /// The earliest end of an ejection; made at the first ejection, inside the runtime
+    /// (the discover itself may be built outside one).
+    timer: Option<Pin<Box<Sleep>>>,
     changes: VecDeque<Change<K, Endpoint<S>>>,
 }
 
@@ -120,7 +121,7 @@ impl<K, S> HealthDiscover<K, S> {
             ejection: (DEFAULT_EJECTION_INITIAL, DEFAULT_EJECTION_MAX),
             failing_open: false,
             wake: Arc::default(),
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer: None,
             changes: VecDeque::new(),
         }
     }
@@ -268,11 +269,14 @@ where
         }
 
         if let Some(end) = next_end {
-            if self.timer.deadline() != end {
-                self.timer.as_mut().reset(end);
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+            if timer.deadline() != end {
+                timer.as_mut().reset(end);
             }
             // Registers the wake-up; an end already passed is seen on the next poll.
-            if self.timer.as_mut().poll(cx).is_ready() {
+            if timer.as_mut().poll(cx).is_ready() {
                 cx.waker().wake_by_ref();
             }
         }

@@ -94,7 +94,8 @@ impl HealthGateLayer {
     /// a gate under a balancer (`tower::balance`), which then skips this endpoint. The
     /// task is woken when the backend's status changes and when a trial is due; the
     /// trial is the next call. A call made without waiting for readiness still fails
-    /// fast.
+    /// fast. The trial timer is tokio's: poll the service inside a tokio runtime with
+    /// time enabled, as a balancer on tokio does.
     pub fn not_ready_while_bad(mut self) -> Self {
         self.not_ready_while_bad = true;
         self
