@@ -1539,6 +1539,54 @@ async fn a_backend_dying_mid_stream_is_reported_once_through_the_proxy() {
 // === demo ===
 
 #[tokio::test]
+async fn the_demo_s_catalog_keeps_answering_when_its_second_endpoint_stops() {
+    let backends = demo::start_backends().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = demo::config(
+        &backends,
+        listener.local_addr().unwrap(),
+        Duration::from_millis(50),
+    );
+    let gateway = gateway::start(&config, listener).unwrap();
+    let [a, b] = backends
+        .catalog
+        .map(|addr| format!("catalog@http://{addr}"));
+    wait_status(&gateway, &a, HealthStatus::Healthy).await;
+    wait_status(&gateway, &b, HealthStatus::Healthy).await;
+    let endpoint = |answer: &Answer| answer.json()["endpoint"].as_str().unwrap().to_owned();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let answer = get(&url(&gateway, "/catalog/")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        seen.insert(endpoint(&answer));
+    }
+    assert_eq!(seen.len(), 2, "both endpoints serve: {seen:?}");
+
+    backends.catalog_b.abort();
+    // The abort takes effect when its task is next polled: wait until the port refuses.
+    let stopped = backends.catalog[1];
+    within("the second endpoint stops", async {
+        while tokio::net::TcpStream::connect(stopped).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    for _ in 0..40 {
+        let answer = get(&url(&gateway, "/catalog/")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(endpoint(&answer), "a");
+    }
+    wait_status(&gateway, &b, HealthStatus::Unhealthy).await;
+    let table = demo::table(&gateway.registry().snapshot());
+    assert!(
+        table
+            .lines()
+            .any(|line| line.contains(&b) && line.contains("unhealthy")),
+        "{table}"
+    );
+}
+
+#[tokio::test]
 async fn the_demo_shows_each_backend_as_it_is() {
     let backends = demo::start_backends().await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
