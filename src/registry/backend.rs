@@ -543,7 +543,7 @@ impl Backend {
                 self.failures.fetch_add(1, Ordering::AcqRel);
             }
             self.last_failure.store(
-                failure::encode(report.outcome, report.tls_failure),
+                failure::encode(report.outcome, verdict.reason, report.tls_failure),
                 Ordering::Release,
             );
             let goods = self.all_goods();

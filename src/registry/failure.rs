@@ -6,9 +6,10 @@
 
 use http::StatusCode;
 
-use super::machine::{outcome_code, outcome_from_code, TRANSPORT_KINDS};
+use super::machine::{outcome_code, outcome_from_code, reason_code, reason_from_code};
 use crate::classify::{BearerError, Outcome};
 use crate::error::TlsFailure;
+use crate::verdict::Reason;
 
 /// Every TLS cause, in the order of their codes (0: none).
 const TLS_FAILURES: [TlsFailure; 10] = [
@@ -24,19 +25,18 @@ const TLS_FAILURES: [TlsFailure; 10] = [
     TlsFailure::Other,
 ];
 
-/// `Outcome` code (0: none) in bits 0-7, then the HTTP status in bits 8-23, the transport
-/// kind in 24-31, the challenge scheme in 32-35, the Bearer error in 36-39, whether
-/// credentials were sent in bit 40, the TLS cause in 41-47, and `Retry-After` seconds
-/// plus one (0: none, saturated) in 48-63.
-pub(crate) fn encode(outcome: &Outcome, tls_failure: Option<TlsFailure>) -> u64 {
+/// `Outcome` code (0: none) in bits 0-7, then the HTTP status in bits 8-23, the verdict's
+/// reason code (a transport outcome's kind is its reason) in 24-31, the challenge scheme
+/// in 32-35, the Bearer error in 36-39, whether credentials were sent in bit 40, the TLS
+/// cause in 41-47, and `Retry-After` seconds plus one (0: none, saturated) in 48-63.
+pub(crate) fn encode(outcome: &Outcome, reason: Reason, tls_failure: Option<TlsFailure>) -> u64 {
     let mut word = u64::from(outcome_code(outcome));
     if let Some(status) = outcome.status() {
         word |= u64::from(status.as_u16()) << 8;
     }
+    word |= u64::from(reason_code(reason)) << 24;
     match outcome {
-        Outcome::Transport(kind) => {
-            let index = TRANSPORT_KINDS.iter().position(|k| k == kind).unwrap_or(0);
-            word |= (index as u64) << 24;
+        Outcome::Transport(_) => {
             if let Some(cause) = tls_failure {
                 let code = TLS_FAILURES
                     .iter()
@@ -92,14 +92,14 @@ pub(crate) fn tls_failure(word: u64) -> Option<TlsFailure> {
 pub(crate) fn describe(word: u64) -> Option<String> {
     let name = outcome_from_code((word & 0xFF) as u8)?;
     let status = StatusCode::from_u16(((word >> 8) & 0xFFFF) as u16).ok();
+    let reason = reason_from_code(((word >> 24) & 0xFF) as u8);
     let mut text = String::from(name);
     if name == "transport" {
-        let kind = TRANSPORT_KINDS[((word >> 24) & 0xFF) as usize % TRANSPORT_KINDS.len()];
         if let Some(cause) = tls_failure(word) {
             return Some(format!("tls {}", cause.as_str()));
         }
         text.push(' ');
-        text.push_str(kind.as_str());
+        text.push_str(reason.map_or("other", Reason::as_str));
         return Some(text);
     }
     if let Some(status) = status {
@@ -118,6 +118,17 @@ pub(crate) fn describe(word: u64) -> Option<String> {
     }
     if word >> 40 & 1 == 1 {
         text.push_str(" [credentials sent]");
+    }
+    // The reason, where the outcome does not already say it: a probe check's verdict on
+    // a 200 (`jsonrpc_error`), who was refused on a 401, a slow success.
+    match (name, reason) {
+        (_, None) | ("server_error", Some(Reason::ServerError)) => {}
+        ("throttled", Some(Reason::Throttled)) => {}
+        (_, Some(reason)) => {
+            text.push_str(" (");
+            text.push_str(reason.as_str());
+            text.push(')');
+        }
     }
     let retry_after = word >> 48;
     if retry_after > 0 {
@@ -147,48 +158,67 @@ mod tests {
         outcome
     }
 
+    /// Each outcome with the reason its verdict had.
     #[test]
     fn descriptions_from_codes() {
-        let cases: Vec<(Outcome, &str)> = vec![
+        use Reason::{
+            CredentialsRejected, ExpectedChallenge, InsufficientScope, JsonRpcError,
+            NoAuthConfigured, ServerError, Slow, Throttled, Transport, UnexpectedStatus,
+        };
+        let refused = TransportKind::ConnectionRefused;
+        let cases: Vec<(Outcome, Reason, &str)> = vec![
             (
                 Outcome::ServerError(StatusCode::SERVICE_UNAVAILABLE),
+                ServerError,
                 "server_error 503",
             ),
             (
                 Outcome::ClientError(StatusCode::NOT_FOUND),
-                "client_error 404",
+                UnexpectedStatus,
+                "client_error 404 (unexpected_status)",
             ),
-            (Outcome::Success(StatusCode::OK), "success 200"),
             (
-                Outcome::Transport(TransportKind::ConnectionRefused),
+                Outcome::Success(StatusCode::OK),
+                JsonRpcError,
+                "success 200 (jsonrpc_error)",
+            ),
+            (Outcome::Success(StatusCode::OK), Slow, "success 200 (slow)"),
+            (
+                Outcome::Transport(refused),
+                Transport(refused),
                 "transport connection_refused",
             ),
-            (Outcome::Transport(TransportKind::Other), "transport other"),
             (
-                auth(401, r#"Bearer error="invalid_token""#, true),
-                "unauthorized 401 Bearer invalid_token [credentials sent]",
+                Outcome::Transport(TransportKind::Other),
+                Transport(TransportKind::Other),
+                "transport other",
             ),
             (
-                auth(
-                    403,
-                    r#"bearer error="insufficient_scope", scope="x""#,
-                    false,
-                ),
-                "forbidden 403 Bearer insufficient_scope",
+                auth(401, r#"Bearer error="invalid_token""#, true),
+                CredentialsRejected,
+                "unauthorized 401 Bearer invalid_token [credentials sent] (credentials_rejected)",
+            ),
+            (
+                auth(403, r#"bearer error="insufficient_scope", scope="x""#, true),
+                InsufficientScope,
+                "forbidden 403 Bearer insufficient_scope [credentials sent] (insufficient_scope)",
             ),
             (
                 auth(401, r#"Basic realm="x""#, false),
-                "unauthorized 401 Basic",
+                NoAuthConfigured,
+                "unauthorized 401 Basic (no_auth_configured)",
             ),
             (
                 auth(401, r#"Mystery error="made_up""#, false),
-                "unauthorized 401 other scheme other error",
+                ExpectedChallenge,
+                "unauthorized 401 other scheme other error (expected_challenge)",
             ),
             (
                 Outcome::Throttled {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     retry_after: Some(Duration::from_secs(7)),
                 },
+                Throttled,
                 "throttled 429 (retry after 7s)",
             ),
             (
@@ -196,12 +226,13 @@ mod tests {
                     status: StatusCode::REQUEST_TIMEOUT,
                     retry_after: Some(Duration::MAX),
                 },
+                Throttled,
                 "throttled 408 (retry after 65534s)",
             ),
         ];
-        for (outcome, want) in cases {
+        for (outcome, reason, want) in cases {
             assert_eq!(
-                describe(encode(&outcome, None)).as_deref(),
+                describe(encode(&outcome, reason, None)).as_deref(),
                 Some(want),
                 "{outcome:?}"
             );
@@ -212,13 +243,17 @@ mod tests {
     #[test]
     fn every_tls_cause_is_named() {
         let tls = Outcome::Transport(TransportKind::Tls);
+        let reason = Reason::Transport(TransportKind::Tls);
         for cause in TLS_FAILURES {
-            let word = encode(&tls, Some(cause));
+            let word = encode(&tls, reason, Some(cause));
             assert_eq!(describe(word).unwrap(), format!("tls {}", cause.as_str()));
             assert_eq!(tls_failure(word), Some(cause));
         }
-        assert_eq!(describe(encode(&tls, None)).unwrap(), "transport tls");
-        assert_eq!(tls_failure(encode(&tls, None)), None);
+        assert_eq!(
+            describe(encode(&tls, reason, None)).unwrap(),
+            "transport tls"
+        );
+        assert_eq!(tls_failure(encode(&tls, reason, None)), None);
     }
 
     #[test]
@@ -228,7 +263,7 @@ mod tests {
             r#"Bearer error="token_abc123", error_description="your token sk-live-secret is bad""#,
             true,
         );
-        let text = describe(encode(&outcome, None)).unwrap();
+        let text = describe(encode(&outcome, Reason::CredentialsRejected, None)).unwrap();
         assert!(
             !text.contains("abc123") && !text.contains("sk-live"),
             "{text}"

@@ -69,10 +69,12 @@ pub struct BackendHealth {
     pub failures: u64,
     /// The kind of the latest counted outcome (`success`, `unauthorized`, `transport`, ...).
     pub last_outcome: Option<&'static str>,
-    /// The latest non-Good outcome, described (`server_error 503`, `unauthorized 401
-    /// Bearer invalid_token [credentials sent]`). Built from the outcome's kind, status
-    /// and known codes only: it holds no header value, no token and no text a backend
-    /// sent (an `error_description` is not shown).
+    /// The latest non-Good outcome, described, with its verdict's reason where the
+    /// outcome does not say it (`server_error 503`, `success 200 (jsonrpc_error)`,
+    /// `unauthorized 401 Bearer invalid_token [credentials sent] (credentials_rejected)`,
+    /// `tls certificate_expired`). Built from the outcome's kind, status and known codes
+    /// only: it holds no header value, no token and no text a backend sent (an
+    /// `error_description` is not shown).
     pub last_error: Option<String>,
 }
 
