@@ -1,7 +1,7 @@
 //! The clock the layer times exchanges with.
 //!
 //! Two readings per request are most of what the layer costs: a precise monotonic
-//! reading takes about 21 ns here, a coarse one about 2 ns. Health is judged at the scale
+//! reading takes about 29 ns here, a coarse one about 6 ns (BENCHMARKS.md). Health is judged at the scale
 //! of seconds (the slow threshold defaults to 5 s), so unless its sink asks for
 //! [`precise_latency`](crate::HealthSink::precise_latency) the layer reads the coarse
 //! clock (`CLOCK_MONOTONIC_COARSE` on Linux and Android: one kernel tick of resolution,

@@ -72,7 +72,7 @@ impl Common {
 
     /// The registry's clock: nanoseconds since its creation, on tokio's clock (so that it
     /// follows paused time in tests), saturated. Read off the hot path only: a reading
-    /// costs about 24 ns.
+    /// costs about 28 ns.
     fn now(&self) -> u64 {
         super::policy::ticks(Instant::now().saturating_duration_since(self.base))
     }
