@@ -361,6 +361,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "registry", feature = "retry"))]
+mod backoff;
 #[cfg(feature = "balance")]
 mod balance;
 pub mod body;

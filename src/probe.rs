@@ -893,8 +893,8 @@ impl HealthSink for Capture {
     }
 }
 
-/// Draws waits uniformly from `interval × [1 − fraction, 1 + fraction)` with xorshift64*:
-/// spreading probes out needs no cryptographic randomness, nor a dependency.
+/// Draws waits uniformly from `interval × [1 − fraction, 1 + fraction)` with xorshift64*
+/// ([`backoff`](crate::backoff)), seeded from the backend's name.
 struct Jitter {
     state: u64,
     fraction: f64,
@@ -909,7 +909,7 @@ impl Jitter {
         name.hash(&mut hasher);
         SEEDS.fetch_add(1, Ordering::Relaxed).hash(&mut hasher);
         Jitter {
-            // xorshift never leaves 0.
+            // Not 0, which would be seeded at random instead.
             state: hasher.finish() | 1,
             fraction,
         }
@@ -919,13 +919,7 @@ impl Jitter {
         if self.fraction == 0.0 {
             return interval;
         }
-        let mut x = self.state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.state = x;
-        // The top 53 bits of the scrambled output, as a float in [0, 1).
-        let unit = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        let unit = crate::backoff::unit(&mut self.state);
         let factor = 1.0 - self.fraction + 2.0 * self.fraction * unit;
         Duration::try_from_secs_f64(interval.as_secs_f64() * factor).unwrap_or(Duration::MAX)
     }

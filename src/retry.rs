@@ -1,9 +1,7 @@
 //! `RetryPolicy`: a [`tower::retry::Policy`] that decides from the [`Outcome`] of an
 //! attempt, not from its status code alone.
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -292,22 +290,7 @@ impl RetryPolicy {
             return bound;
         }
         let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(self.next_random() % nanos.saturating_add(1))
-    }
-
-    /// xorshift64*: plenty for spreading retries, and no dependency.
-    fn next_random(&mut self) -> u64 {
-        if self.rng == 0 {
-            // `RandomState::new` gives every call fresh keys (random per thread, then
-            // incremented), so each session starts from its own seed.
-            self.rng = RandomState::new().build_hasher().finish() | 1;
-        }
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        Duration::from_nanos(crate::backoff::next_random(&mut self.rng) % nanos.saturating_add(1))
     }
 
     fn decide_response<R>(

@@ -208,11 +208,7 @@ where
             member.status = status;
             if member.signals.connect_failed.swap(false, Ordering::AcqRel) {
                 let strikes = member.signals.strikes.fetch_add(1, Ordering::Relaxed);
-                let wait = 1u32
-                    .checked_shl(strikes)
-                    .and_then(|factor| initial.checked_mul(factor))
-                    .unwrap_or(max)
-                    .min(max);
+                let wait = crate::backoff::doubled(initial, strikes, max);
                 member.ejected_until = Some(now + wait);
                 tracing::debug!(
                     target: "tower_health_classify",

@@ -1,15 +1,14 @@
 //! When a gate on a Bad backend lets a trial request through: exponential backoff with
 //! jitter, capped, shared by every clone of one layer.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::registry::BackendHandle;
+use crate::backoff;
+use crate::registry::{ticks, BackendHandle};
 
 /// Default wait before the first trial of a Bad spell.
 pub(crate) const DEFAULT_INITIAL: Duration = Duration::from_secs(1);
@@ -64,7 +63,7 @@ impl Trials {
     }
 
     fn ticks(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+        ticks(at.saturating_duration_since(self.base))
     }
 
     /// Whether the caller, on a backend whose status is Bad, may send a trial now. The
@@ -89,10 +88,8 @@ impl Trials {
             true
         };
         let wait = self.wait(*step, rng);
-        self.next.store(
-            now.saturating_add(saturating_nanos(wait)),
-            Ordering::Release,
-        );
+        self.next
+            .store(now.saturating_add(ticks(wait)), Ordering::Release);
         self.spell.store(spell, Ordering::Release);
         claimed
     }
@@ -108,28 +105,12 @@ impl Trials {
 
     /// The wait before trial `step` of a spell: 80% to 100% of the capped exponential.
     fn wait(&self, step: u32, rng: &mut u64) -> Duration {
-        let nominal = 1u32
-            .checked_shl(step)
-            .and_then(|factor| self.initial.checked_mul(factor))
-            .unwrap_or(self.max)
-            .min(self.max);
-        if *rng == 0 {
-            // Fresh keys per call of `RandomState::new`: layers do not jitter in step.
-            *rng = RandomState::new().build_hasher().finish() | 1;
-        }
-        // xorshift64*
-        *rng ^= *rng >> 12;
-        *rng ^= *rng << 25;
-        *rng ^= *rng >> 27;
-        let draw = rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-        let fraction = draw as f64 / (1u64 << 53) as f64;
+        let nominal = backoff::doubled(self.initial, step, self.max);
+        // A fresh seed per layer: layers do not jitter in step.
+        let fraction = backoff::unit(rng);
         Duration::try_from_secs_f64(nominal.as_secs_f64() * (1.0 - 0.2 * fraction))
             .map_or(nominal, |wait| wait.min(nominal))
     }
-}
-
-fn saturating_nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -169,6 +150,6 @@ mod tests {
         let trials = Trials::new(Duration::MAX, Duration::MAX);
         let mut rng = 0;
         assert!(trials.wait(63, &mut rng) >= Duration::MAX / 2);
-        assert_eq!(saturating_nanos(Duration::MAX), u64::MAX);
+        assert_eq!(ticks(Duration::MAX), u64::MAX);
     }
 }

@@ -12,6 +12,7 @@ mod transition;
 
 pub use self::backend::BackendHandle;
 pub use self::health_registry::HealthRegistry;
+pub(crate) use self::policy::ticks;
 pub use self::policy::{Policy, PolicyError};
 pub use self::snapshot::{BackendHealth, Phase, Snapshot, Summary};
 pub use self::transition::{Evidence, Transition, Transitions};
