@@ -6,12 +6,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::classify::{classify_error, Outcome};
+use super::failover::failed_to_connect;
 use crate::error::BoxError;
 
 /// Where a discover waits to be woken: shared by it and all its endpoints.
@@ -140,11 +140,7 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.inner.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(result) => result,
-        };
-        match result {
+        match ready!(this.inner.poll(cx)) {
             Ok(response) => {
                 // A load first: the line stays shared while nothing was ejected.
                 if this.signals.strikes.load(Ordering::Relaxed) != 0 {
@@ -154,8 +150,7 @@ where
             }
             Err(error) => {
                 let error = error.into();
-                if matches!(classify_error(&*error), Outcome::Transport(kind) if kind.is_connect())
-                {
+                if failed_to_connect(&*error) {
                     // Before the error reaches a retry: the discover ejects this endpoint
                     // when the balancer next polls it, which the retry's `poll_ready` does.
                     this.signals.connect_failed.store(true, Ordering::Release);

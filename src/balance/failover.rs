@@ -1,6 +1,7 @@
 //! `ConnectFailover`: send a request that failed to connect once more, to another
 //! endpoint.
 
+use std::error::Error;
 use std::future::{ready, Ready};
 
 use http::Request;
@@ -84,9 +85,10 @@ impl<B: Clone, R> Policy<Request<B>, R, BoxError> for ConnectFailover {
         _request: &mut Request<B>,
         result: &mut Result<R, BoxError>,
     ) -> Option<Self::Future> {
-        let connect_failed = result.as_ref().err().is_some_and(|error| {
-            matches!(classify_error(&**error), Outcome::Transport(kind) if kind.is_connect())
-        });
+        let connect_failed = result
+            .as_ref()
+            .err()
+            .is_some_and(|error| failed_to_connect(&**error));
         self.once(connect_failed)
     }
 
@@ -114,4 +116,10 @@ impl<B: Clone, R> Policy<Request<B>, R, BackendError> for ConnectFailover {
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
         (!self.retried).then(|| request.clone())
     }
+}
+
+/// Whether `error` classifies as a failure to connect (refused, DNS, connect timeout):
+/// the request never left.
+pub(super) fn failed_to_connect(error: &(dyn Error + 'static)) -> bool {
+    matches!(classify_error(error), Outcome::Transport(kind) if kind.is_connect())
 }
