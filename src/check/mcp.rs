@@ -95,11 +95,7 @@ impl ProbeCheck for McpCheck {
             };
         }
         let message = if is_event_stream(answer) {
-            let first = sse::messages(answer.body)
-                .iter()
-                .filter_map(|data| serde_json::from_str::<Value>(data).ok())
-                .find(is_response);
-            match first {
+            match first_event_response(answer.body) {
                 Some(message) => message,
                 None if answer.complete => return unhealthy(Reason::NotMcp),
                 None => return Judgement::ReadBody,
@@ -165,13 +161,19 @@ fn is_response(message: &Value) -> bool {
         && (message.get("result").is_some() || message.get("error").is_some())
 }
 
+/// The first JSON-RPC response among the complete events of an SSE body: what comes
+/// before it (notifications, requests from the server, data that is not JSON) is skipped.
+fn first_event_response(body: &[u8]) -> Option<Value> {
+    sse::messages(body)
+        .iter()
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find(is_response)
+}
+
 /// The `protocolVersion` of the answer's `initialize` result, as a header value.
 fn negotiated_version(answer: &ProbeAnswer<'_>) -> Option<HeaderValue> {
     let message = if is_event_stream(answer) {
-        sse::messages(answer.body)
-            .iter()
-            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
-            .find(is_response)?
+        first_event_response(answer.body)?
     } else {
         serde_json::from_slice::<Value>(answer.body).ok()?
     };
