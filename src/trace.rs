@@ -21,7 +21,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, Request, Response};
 use tower_http::classify::{ClassifiedResponse, ClassifyEos, ClassifyResponse, MakeClassifier};
 
-use crate::classify::{Classifier, DefaultClassifier, Outcome};
+use crate::classify::{display_text, Classifier, DefaultClassifier, Outcome};
 use crate::error::{AuthError, BackendError, BoxError};
 use crate::sink::{sink_fn, HealthReport, HealthSink, SinkFn};
 use crate::verdict::{verdict, AuthStrategy, Credentials, HealthStatus, Origin, Verdict};
@@ -273,14 +273,10 @@ impl<K: HealthSink, C: Classifier> ClassifyExchange<K, C> {
     fn error_failure<E: fmt::Display + 'static>(&self, error: &E) -> HealthFailure {
         let outcome = match typed(error) {
             Some(error) => self.classifier.classify_error(error),
-            None => {
-                // Not `to_string()`: it panics when a `Display` impl fails, and a foreign
-                // error's `Display` is not ours to trust. What it wrote before failing
-                // is kept.
-                let mut text = String::new();
-                let _ = fmt::write(&mut text, format_args!("{error}"));
-                self.classifier.classify_error(&Flattened(text))
-            }
+            // What a failing `Display` wrote before it failed is kept.
+            None => self
+                .classifier
+                .classify_error(&Flattened(display_text(error))),
         };
         self.failure(outcome)
     }

@@ -425,15 +425,16 @@ fn rustls_failure(_: &(dyn Error + 'static)) -> Option<TlsFailure> {
 
 /// Every entry's `Display`, for the text fallback.
 fn messages(error: &(dyn Error + 'static)) -> Vec<String> {
-    // One allocation per entry, and only on this path. Not `to_string()`: it panics when
-    // a `Display` impl fails, and a foreign error's `Display` is not ours to trust.
-    chain(error)
-        .map(|entry| {
-            let mut message = String::new();
-            let _ = fmt::write(&mut message, format_args!("{entry}"));
-            message
-        })
-        .collect()
+    // One allocation per entry, and only on this path.
+    chain(error).map(display_text).collect()
+}
+
+/// What `value`'s `Display` writes, up to a failure. Not `to_string()`: it panics when a
+/// `Display` impl fails, and a foreign error's `Display` is not ours to trust.
+pub(crate) fn display_text<T: fmt::Display + ?Sized>(value: &T) -> String {
+    let mut text = String::new();
+    let _ = fmt::write(&mut text, format_args!("{value}"));
+    text
 }
 
 /// The last resort: no entry gave a typed signal, so read their messages.

@@ -13,6 +13,8 @@ pub mod text;
 mod tls;
 
 pub use self::chain::classify_error;
+#[cfg(feature = "tower-http")]
+pub(crate) use self::chain::display_text;
 pub(crate) use self::chain::{tls_failure, tls_failure_of};
 pub use self::challenge::{parse_challenges, Challenge};
 pub use self::classifier::{classify_response, Classifier, DefaultClassifier};
