@@ -1,15 +1,16 @@
 //! The clock the layer times exchanges with.
 //!
 //! Two readings per request are most of what the layer costs: a precise monotonic
-//! reading takes about 29 ns here, a coarse one about 6 ns (BENCHMARKS.md). Health is judged at the scale
-//! of seconds (the slow threshold defaults to 5 s), so unless its sink asks for
-//! [`precise_latency`](crate::HealthSink::precise_latency) the layer reads the coarse
-//! clock (`CLOCK_MONOTONIC_COARSE` on Linux and Android: one kernel tick of resolution,
-//! 1 to 10 ms) and keeps the raw reading, so that a latency is one subtraction. A sink
-//! that records latencies asks for [`precise_now`], `CLOCK_MONOTONIC`: the same clock at
-//! full resolution, so the two kinds of reading share one timebase. Feature
-//! `precise-clock`, and every other platform, use [`tokio::time::Instant::now`] for
-//! both, which also follows tokio's paused time in tests.
+//! reading takes about 29 ns here, a coarse one about 6 ns (BENCHMARKS.md). Health is
+//! judged at the scale of seconds (the slow threshold defaults to 5 s), so unless its
+//! sink asks for [`precise_latency`](crate::HealthSink::precise_latency) the layer reads
+//! the coarse clock (`CLOCK_MONOTONIC_COARSE` on Linux and Android: one kernel tick of
+//! resolution, 1 to 10 ms) and keeps the raw reading, so that a latency is one
+//! subtraction. A sink that records latencies asks for [`precise_now`],
+//! `CLOCK_MONOTONIC`: the same clock at full resolution, so the two kinds of reading
+//! share one timebase. Feature `precise-clock`, and every other platform, use
+//! [`tokio::time::Instant::now`] for both, which also follows tokio's paused time in
+//! tests.
 
 use std::time::Duration;
 

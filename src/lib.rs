@@ -129,10 +129,10 @@
 //! cause, a [`TlsFailure`] (certificate expired, unknown issuer, name mismatch, ...):
 //! read from `rustls::Error` with feature `rustls`, else from the text of a library that
 //! flattened it. It is in [`BackendError::Tls`], in [`HealthReport::tls_failure`], in
-//! [`LogSink`]'s lines and in a snapshot's `last_error` (`tls certificate_expired`). A client that is not a tower service reports its exchanges
-//! with an [`ExchangeReport`]. Challenge parsing is bounded: at
-//! most 16 challenges per response and 32 parameters per challenge are kept, and the work
-//! is linear in the header bytes.
+//! [`LogSink`]'s lines and in a snapshot's `last_error` (`tls certificate_expired`). A
+//! client that is not a tower service reports its exchanges with an [`ExchangeReport`].
+//! Challenge parsing is bounded: at most 16 challenges per response and 32 parameters
+//! per challenge are kept, and the work is linear in the header bytes.
 //!
 //! # Verdicts
 //!
