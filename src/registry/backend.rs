@@ -25,7 +25,7 @@ use super::machine::{self, Runs};
 use super::policy::{Limits, MAX_PROBE_THRESHOLD};
 use super::snapshot::BackendHealth;
 use super::strategy::{Customs, StrategyCell};
-use super::traffic::Traffic;
+use super::traffic::{Run, Traffic};
 use super::transition::{Evidence, Transition};
 use super::Policy;
 use crate::classify::Outcome;
@@ -283,10 +283,8 @@ pub(crate) struct Backend {
     other_checks: AtomicU64,
     probe_goods: AtomicU64,
     failures: AtomicU64,
-    /// Non-Good verdicts of any origin in a row, valid while the Good total equals
-    /// `goods_at_last_not_good`.
-    not_good_run: AtomicU64,
-    goods_at_last_not_good: AtomicU64,
+    /// Non-Good verdicts of any origin in a row, ended by a Good verdict of any origin.
+    not_good_run: Run,
     last_checked: AtomicU64,
     last_reason: AtomicU8,
     last_outcome: AtomicU8,
@@ -348,8 +346,7 @@ impl Backend {
             other_checks: AtomicU64::new(0),
             probe_goods: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            not_good_run: AtomicU64::new(0),
-            goods_at_last_not_good: AtomicU64::new(u64::MAX),
+            not_good_run: Run::new(),
             last_checked: AtomicU64::new(0),
             last_reason: AtomicU8::new(0),
             last_outcome: AtomicU8::new(0),
@@ -431,15 +428,8 @@ impl Backend {
         let word = self.state.0.load(Ordering::Acquire);
         let goods = word & GOODS;
         let all_goods = goods.saturating_add(self.probe_goods.load(Ordering::Acquire));
-        let mark = self.goods_at_last_not_good.load(Ordering::Acquire);
         // Read while reports go on, the two totals may be a report apart.
-        let (consecutive_failures, consecutive_successes) = if mark == all_goods {
-            (self.not_good_run.load(Ordering::Acquire), 0)
-        } else if mark == u64::MAX {
-            (0, all_goods)
-        } else {
-            (0, all_goods.saturating_sub(mark))
-        };
+        let (consecutive_failures, consecutive_successes) = self.not_good_run.read(all_goods);
         let window = self
             .traffic
             .window(self.common.now(), self.common.limits.window, goods);
@@ -546,12 +536,7 @@ impl Backend {
                 failure::encode(report.outcome, verdict.reason, report.tls_failure),
                 Ordering::Release,
             );
-            let goods = self.all_goods();
-            if self.goods_at_last_not_good.swap(goods, Ordering::AcqRel) == goods {
-                self.not_good_run.fetch_add(1, Ordering::AcqRel);
-            } else {
-                self.not_good_run.store(1, Ordering::Release);
-            }
+            self.not_good_run.count(self.all_goods());
         }
         let changed = match report.origin {
             Origin::Probe => self

@@ -32,10 +32,8 @@ pub(crate) struct Traffic {
     start: [AtomicU64; 3],
     /// The counts of the bucket before the current one.
     previous: [AtomicU64; 3],
-    /// Bad traffic verdicts in a row, valid while the Good total equals
-    /// `goods_at_last_bad`: a Good verdict resets the run without touching it.
-    bad_run: AtomicU64,
-    goods_at_last_bad: AtomicU64,
+    /// Bad traffic verdicts in a row.
+    bad_run: Run,
 }
 
 impl Traffic {
@@ -46,8 +44,7 @@ impl Traffic {
             bucket: AtomicU64::new(now.checked_div(window).unwrap_or(0)),
             start: Default::default(),
             previous: Default::default(),
-            bad_run: AtomicU64::new(0),
-            goods_at_last_bad: AtomicU64::new(u64::MAX),
+            bad_run: Run::new(),
         }
     }
 
@@ -62,26 +59,18 @@ impl Traffic {
     /// One Bad traffic verdict; `goods` is the Good total now.
     pub(crate) fn count_bad(&self, goods: u64) {
         self.bads.fetch_add(1, Ordering::AcqRel);
-        if self.goods_at_last_bad.swap(goods, Ordering::AcqRel) == goods {
-            self.bad_run.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.bad_run.store(1, Ordering::Release);
-        }
+        self.bad_run.count(goods);
     }
 
     /// One Soft traffic verdict: slow or throttled is not a failure, so it ends a run.
     pub(crate) fn count_soft(&self) {
         self.softs.fetch_add(1, Ordering::AcqRel);
-        self.bad_run.store(0, Ordering::Release);
+        self.bad_run.end();
     }
 
     /// Bad traffic verdicts in a row up to now.
     pub(crate) fn bad_run(&self, goods: u64) -> u64 {
-        if self.goods_at_last_bad.load(Ordering::Acquire) == goods {
-            self.bad_run.load(Ordering::Acquire)
-        } else {
-            0
-        }
+        self.bad_run.read(goods).0
     }
 
     /// Whether `now` lies past the current bucket, so that [`rotate`](Self::rotate) has
@@ -133,6 +122,48 @@ impl Traffic {
 
     fn load(&self, cells: &[AtomicU64; 3]) -> Counts {
         cells.each_ref().map(|cell| cell.load(Ordering::Acquire))
+    }
+}
+
+/// Verdicts of one kind in a row, which any Good verdict ends without touching them: the
+/// run counts while the Good total is what it was at the run's latest verdict.
+#[derive(Debug)]
+pub(crate) struct Run {
+    length: AtomicU64,
+    /// The Good total at the run's latest verdict; `u64::MAX`: none yet.
+    goods_at_last: AtomicU64,
+}
+
+impl Run {
+    pub(crate) fn new() -> Self {
+        Run {
+            length: AtomicU64::new(0),
+            goods_at_last: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// One more verdict of the run's kind; `goods` is the Good total now.
+    pub(crate) fn count(&self, goods: u64) {
+        if self.goods_at_last.swap(goods, Ordering::AcqRel) == goods {
+            self.length.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.length.store(1, Ordering::Release);
+        }
+    }
+
+    /// Ends the run by a verdict that is neither Good nor of its kind.
+    pub(crate) fn end(&self) {
+        self.length.store(0, Ordering::Release);
+    }
+
+    /// The run's length, and the Good verdicts since its latest verdict (all of them
+    /// before its first), given the Good total `goods`: at most one of the two is not 0.
+    pub(crate) fn read(&self, goods: u64) -> (u64, u64) {
+        match self.goods_at_last.load(Ordering::Acquire) {
+            mark if mark == goods => (self.length.load(Ordering::Acquire), 0),
+            u64::MAX => (0, goods),
+            mark => (0, goods.saturating_sub(mark)),
+        }
     }
 }
 
@@ -258,6 +289,26 @@ mod tests {
         assert_eq!(traffic.bad_run(8), 0);
         traffic.count_bad(8);
         assert_eq!(traffic.bad_run(8), 1);
+    }
+
+    #[test]
+    fn a_run_reads_the_good_verdicts_since_its_latest_verdict() {
+        let run = Run::new();
+        assert_eq!(
+            run.read(5),
+            (0, 5),
+            "no verdict of its kind yet: every Good counts"
+        );
+        run.count(5);
+        run.count(5);
+        assert_eq!(run.read(5), (2, 0));
+        assert_eq!(run.read(8), (0, 3), "three Good verdicts since");
+        run.end();
+        assert_eq!(
+            run.read(5),
+            (0, 0),
+            "ended by another verdict, no Good one since"
+        );
     }
 
     #[test]
