@@ -58,6 +58,36 @@ impl Signals {
 /// the endpoint's service, whose errors are boxed, and which tells the discover when a
 /// request failed to connect ([`TransportKind::is_connect`](crate::TransportKind::is_connect)),
 /// so that the endpoint is out of the balancer before the request is sent again.
+///
+/// # Example
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::future::poll_fn;
+/// use std::pin::Pin;
+/// use http::{Request, Response};
+/// use tower::discover::{Change, Discover};
+/// use tower::{service_fn, ServiceExt};
+/// use tower_health_classify::{AuthStrategy, Endpoint, HealthDiscover, HealthRegistry};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let registry = HealthRegistry::default();
+/// let url = "http://10.0.0.1:8080";
+/// let handle = registry.register(format!("search@{url}"), AuthStrategy::Unauthenticated);
+/// let client = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+/// let mut discover = HealthDiscover::new("search").endpoint(url, handle, client);
+///
+/// // What the balancer gets first: the endpoint, which is not out.
+/// let change = poll_fn(|cx| Pin::new(&mut discover).poll_discover(cx)).await;
+/// let Some(Ok(Change::Insert(key, endpoint))) = change else {
+///     panic!("the endpoint goes in");
+/// };
+/// assert_eq!(key, url);
+/// let endpoint: Endpoint<_> = endpoint;
+/// assert!(endpoint.oneshot(Request::new(())).await.is_ok());
+/// # }
+/// ```
 pub struct Endpoint<S> {
     inner: S,
     signals: Arc<Signals>,

@@ -173,6 +173,31 @@ impl<'a> ProbeAnswer<'a> {
 }
 
 /// What a [`ProbeCheck`] decided about an answer.
+///
+/// # Example
+///
+/// ```
+/// use tower_health_classify::check::{Judgement, ProbeAnswer};
+/// use tower_health_classify::{HealthStatus, Reason, Verdict};
+///
+/// // The whole body first; then `ok`, or Unhealthy.
+/// fn judge(answer: &ProbeAnswer<'_>) -> Judgement {
+///     match (answer.complete, answer.body) {
+///         (false, _) => Judgement::ReadBody,
+///         (true, b"ok") => Judgement::Keep,
+///         (true, _) => Judgement::Verdict(Verdict::new(
+///             HealthStatus::Unhealthy,
+///             Reason::UnexpectedStatus,
+///         )),
+///     }
+/// }
+///
+/// let uri = http::Uri::from_static("http://127.0.0.1:9001/health");
+/// let headers = http::HeaderMap::new();
+/// let head = ProbeAnswer::new(&uri, http::StatusCode::OK, &headers, None);
+/// assert_eq!(judge(&head), Judgement::ReadBody);
+/// assert_eq!(judge(&head.with_body(b"ok", true)), Judgement::Keep);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Judgement {

@@ -31,6 +31,26 @@ use crate::verdict::HealthStatus;
 /// there is nothing to report, and a [`HealthClassify`](crate::HealthClassify) outside
 /// the gate classifies it as [`LocalKind::NotSent`](crate::LocalKind::NotSent), which
 /// never counts against the backend. Every other error is the inner service's, as is.
+///
+/// # Example
+///
+/// ```
+/// use http::{Request, Response};
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_health_classify::{
+///     AuthStrategy, BackendError, HealthGate, HealthGateLayer, HealthRegistry,
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let registry = HealthRegistry::default();
+/// let search = registry.register("search", AuthStrategy::Unauthenticated);
+/// let client = service_fn(|_req: Request<()>| async { Ok::<_, BackendError>(Response::new(())) });
+/// let gate: HealthGate<_> = HealthGateLayer::new(search).layer(client);
+/// // Unknown is not Bad: the request is sent.
+/// assert!(gate.oneshot(Request::new(())).await.is_ok());
+/// # }
+/// ```
 pub struct HealthGate<S> {
     inner: S,
     handle: BackendHandle,
