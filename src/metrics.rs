@@ -389,7 +389,8 @@ impl BackendMetrics {
                 .reports
                 .get_or_create(slot, || series.report_counter(slot))
                 .increment(1),
-            // Not in the verdict table today; resolved on the spot should it ever be.
+            // A pair no built-in rule yields, only a custom probe check's verdict (a
+            // probe's, so rare): resolved on the spot, and its labels still fixed names.
             None => counter!(
                 REPORTS,
                 "backend" => series.name.clone(),
