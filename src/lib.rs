@@ -233,10 +233,10 @@
 //! each); every request failing is Unhealthy after 0.19 s with one `WARN`, and Healthy
 //! again 45 s after the failures stop, without a prober.
 //!
-//! Reports take no lock and allocate nothing: a Good traffic verdict on a Healthy
-//! backend is one atomic increment, every other report a few more atomics; only a
-//! change of status takes the backend's lock, and log lines are written after it is
-//! released.
+//! A report that moves only counters waits on no lock and allocates nothing: a Good
+//! traffic verdict on a Healthy backend is one atomic increment, every other report a
+//! few more atomics. Only a report that changes the status (or what probes say) takes
+//! the backend's lock, and log lines are written after it is released.
 //!
 //! The registry as a whole has a [`Phase`] ([`Summary::phase`], [`Snapshot::phase`]),
 //! what a gateway's own health endpoint answers a load balancer with:

@@ -927,10 +927,10 @@ impl Backend {
 ///
 /// Cheap to clone; clones report to the same backend. The strategy is read from the
 /// registry on every report, so [`set_strategy`](crate::HealthRegistry::set_strategy)
-/// takes effect on the next one. No report waits on a lock or allocates, for any
-/// strategy: a Good traffic verdict on a Healthy backend is one atomic increment; only a
-/// change of status takes the backend's lock. Reports made after the backend was removed
-/// are dropped.
+/// takes effect on the next one. Whatever the strategy, a report waits on no lock and
+/// allocates nothing unless it changes the status (or what probes say), which takes the
+/// backend's lock: a Good traffic verdict on a Healthy backend is one atomic increment.
+/// Reports made after the backend was removed are dropped.
 #[derive(Clone)]
 pub struct BackendHandle {
     pub(crate) backend: Arc<Backend>,
