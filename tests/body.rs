@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::error::Error as _;
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -19,59 +19,27 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
 use tower_health_classify::body::ResponseBody;
 use tower_health_classify::{
-    AuthStrategy, BackendError, Credentials, HealthClassifyLayer, HealthRegistry, HealthReport,
-    HealthSink, HealthStatus, Origin, Outcome, Policy, Probe, Reason, TransportKind, Verdict,
+    AuthStrategy, BackendError, Credentials, HealthClassifyLayer, HealthRegistry, HealthStatus,
+    Origin, Outcome, Policy, Probe, Reason, TransportKind, Verdict,
 };
+
+#[path = "support/sockets.rs"]
+mod sockets;
+
+use sockets::{read_request_head, reset};
+
+#[path = "support/recorder.rs"]
+mod recorder;
+
+use recorder::{Recorded, Recorder};
 
 /// Only fires if a case hangs, so that a broken case fails instead of stalling the run.
 const HANG_GUARD: Duration = Duration::from_secs(10);
-
-// === recording sink ===
-
-type Recorded = (Outcome, Option<Verdict>, Credentials, Origin);
-
-#[derive(Debug)]
-struct Recorder {
-    strategy: AuthStrategy,
-    reports: Mutex<Vec<Recorded>>,
-}
-
-impl Recorder {
-    fn new(strategy: AuthStrategy) -> Arc<Self> {
-        Arc::new(Recorder {
-            strategy,
-            reports: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn reports(&self) -> Vec<Recorded> {
-        self.reports.lock().unwrap().clone()
-    }
-
-    fn count(&self) -> usize {
-        self.reports.lock().unwrap().len()
-    }
-}
-
-impl HealthSink for Recorder {
-    fn strategy(&self) -> AuthStrategy {
-        self.strategy.clone()
-    }
-
-    fn report(&self, report: &HealthReport<'_>) {
-        self.reports.lock().unwrap().push((
-            report.outcome.clone(),
-            report.verdict,
-            report.credentials,
-            report.origin,
-        ));
-    }
-}
 
 // === scripted bodies ===
 
@@ -458,15 +426,7 @@ async fn dying_sse_server(death: Death) -> std::net::SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                // Read the whole request head first: unread bytes turn a close into RST.
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                read_request_head(&mut stream).await;
                 let event = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
@@ -478,13 +438,7 @@ async fn dying_sse_server(death: Death) -> std::net::SocketAddr {
                 let _ = stream.flush().await;
                 match death {
                     Death::Close => drop(stream),
-                    Death::Reset => {
-                        let std = stream.into_std().unwrap();
-                        socket2::SockRef::from(&std)
-                            .set_linger(Some(Duration::ZERO))
-                            .unwrap();
-                        drop(std);
-                    }
+                    Death::Reset => reset(stream),
                 }
             });
         }

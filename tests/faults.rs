@@ -29,6 +29,11 @@ use tower_health_classify::{
     HealthReport, HealthSink, HealthStatus, Outcome, Reason, TransportKind, Verdict,
 };
 
+#[path = "support/sockets.rs"]
+mod sockets;
+
+use sockets::{hold_until_peer_closes, read_request_head};
+
 /// Only fires if a case hangs, so that a broken case fails instead of stalling the run.
 const HANG_GUARD: Duration = Duration::from_secs(10);
 
@@ -70,23 +75,6 @@ impl HealthSink for Recorder {
 }
 
 // === loopback servers ===
-
-/// Reads up to the blank line that ends the head; the client's requests have no body.
-async fn read_request_head(stream: &mut TcpStream) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-async fn hold_until_peer_closes(stream: &mut TcpStream) {
-    let mut buf = [0u8; 1024];
-    while let Ok(1..) = stream.read(&mut buf).await {}
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Then {

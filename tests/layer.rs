@@ -19,54 +19,13 @@ use tower_health_classify::{
 };
 use tower_test::mock;
 
+#[path = "support/recorder.rs"]
+mod recorder;
+
+use recorder::Recorder;
+
 type Req = Request<&'static str>;
 type Resp = Response<&'static str>;
-
-// === recording sink ===
-
-type Recorded = (Outcome, Option<Verdict>, Credentials, Origin);
-
-#[derive(Debug)]
-struct Recorder {
-    strategy: Mutex<AuthStrategy>,
-    reports: Mutex<Vec<Recorded>>,
-}
-
-impl Recorder {
-    fn new(strategy: AuthStrategy) -> Arc<Self> {
-        Arc::new(Recorder {
-            strategy: Mutex::new(strategy),
-            reports: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn set_strategy(&self, strategy: AuthStrategy) {
-        *self.strategy.lock().unwrap() = strategy;
-    }
-
-    fn reports(&self) -> Vec<Recorded> {
-        self.reports.lock().unwrap().clone()
-    }
-
-    fn outcomes(&self) -> Vec<Outcome> {
-        self.reports().into_iter().map(|r| r.0).collect()
-    }
-}
-
-impl HealthSink for Recorder {
-    fn strategy(&self) -> AuthStrategy {
-        self.strategy.lock().unwrap().clone()
-    }
-
-    fn report(&self, report: &HealthReport<'_>) {
-        self.reports.lock().unwrap().push((
-            report.outcome.clone(),
-            report.verdict,
-            report.credentials,
-            report.origin,
-        ));
-    }
-}
 
 type Layered = HealthClassify<mock::Mock<Req, Resp>, Arc<Recorder>, DefaultClassifier>;
 

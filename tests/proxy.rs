@@ -44,6 +44,8 @@ mod token;
 
 #[path = "proxy/backends.rs"]
 mod backends;
+#[path = "support/logs.rs"]
+mod logs;
 #[path = "support/mcp_server.rs"]
 mod mcp_server;
 #[path = "support/tls.rs"]
@@ -51,9 +53,8 @@ mod tls_support;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -71,6 +72,7 @@ use tower_health_classify::{HealthStatus, Reason, TlsFailure, TransportKind};
 
 use crate::backends::{channel_body, closed_port, garbage, recording, silent, Seen, Server};
 use crate::gateway::Gateway;
+use crate::logs::Logs;
 
 /// Every wait in these tests gives up (and fails) after this long.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -1100,41 +1102,6 @@ async fn a_request_body_streams_to_the_backend() {
 
 // === secrets ===
 
-/// Collects everything every `tracing` event of this thread writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// Captures what this thread logs at `level` and above, until the guard drops.
-    fn install(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 // The default current-thread runtime: every task of the proxy runs on this thread, under
 // this thread's subscriber.
 #[tokio::test]
@@ -1143,7 +1110,7 @@ async fn secrets_never_reach_logs_or_health_endpoints() {
     const CLIENT_SECRET: &str = "client-secret-77be02";
     const ACCESS_TOKEN: &str = "access-token-c0ffee";
     const USER_TOKEN: &str = "user-token-9d2e41";
-    let (captured, _guard) = Captured::install(tracing::Level::TRACE);
+    let (logs, _guard) = Logs::capture(tracing::Level::TRACE);
 
     fn issue(_: usize) -> Response {
         ok_json(&serde_json::json!({ "access_token": ACCESS_TOKEN, "expires_in": 3600 }))
@@ -1233,7 +1200,7 @@ async fn secrets_never_reach_logs_or_health_endpoints() {
     bodies.push_str(&get(&url(&gateway, "/metrics")).await.body);
     bodies.push_str(&get(&url(&gateway, "/healthz")).await.body);
 
-    let logs = captured.text();
+    let logs = logs.text();
     assert!(
         logs.contains("backend health changed"),
         "the capture works:\n{logs}"
@@ -1950,7 +1917,7 @@ async fn one_of_two_endpoints_dies_under_traffic_and_comes_back() {
 
 #[tokio::test]
 async fn every_endpoint_dead_fails_open_with_a_clear_502_said_once() {
-    let (captured, _guard) = Captured::install(tracing::Level::INFO);
+    let (logs, _guard) = Logs::capture(tracing::Level::INFO);
 
     let dead = [closed_port(), closed_port()].map(|addr| format!("http://{addr}"));
     let gateway = start(
@@ -1969,7 +1936,7 @@ async fn every_endpoint_dead_fails_open_with_a_clear_502_said_once() {
     }
     let health = get(&url(&gateway, "/health/backends")).await.json();
     assert_eq!(health["backends"][0]["status"], "unhealthy", "{health:#}");
-    let logs = captured.text();
+    let logs = logs.text();
     assert_eq!(
         logs.matches("backend failing open").count(),
         1,

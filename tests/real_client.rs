@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::error::Error as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,13 +21,23 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_health_classify::{
     AuthError, AuthStrategy, BackendError, BearerError, Credentials, HealthClassifyLayer,
-    HealthReport, HealthSink, HealthStatus, Origin, Outcome, Probe, Reason, TransportKind, Verdict,
+    HealthStatus, Origin, Outcome, Probe, Reason, TransportKind,
 };
+
+#[path = "support/recorder.rs"]
+mod recorder;
+
+use recorder::Recorder;
+
+#[path = "support/sockets.rs"]
+mod sockets;
+
+use sockets::{hold_until_peer_closes, read_request_head, reset};
 
 const RESOURCE_METADATA: &str = "https://auth.example/.well-known/oauth-protected-resource";
 const UNAUTHORIZED_CHALLENGE: &str = r#"Bearer resource_metadata="https://auth.example/.well-known/oauth-protected-resource", scope="mcp:read mcp:write""#;
@@ -41,44 +51,6 @@ const HANG_GUARD: Duration = Duration::from_secs(10);
 
 fn x_api_key() -> HeaderName {
     HeaderName::from_static("x-api-key")
-}
-
-// === recording sink ===
-
-type Recorded = (Outcome, Option<Verdict>, Credentials, Origin);
-
-#[derive(Debug)]
-struct Recorder {
-    strategy: AuthStrategy,
-    reports: Mutex<Vec<Recorded>>,
-}
-
-impl Recorder {
-    fn new(strategy: AuthStrategy) -> Arc<Self> {
-        Arc::new(Recorder {
-            strategy,
-            reports: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn reports(&self) -> Vec<Recorded> {
-        self.reports.lock().unwrap().clone()
-    }
-}
-
-impl HealthSink for Recorder {
-    fn strategy(&self) -> AuthStrategy {
-        self.strategy.clone()
-    }
-
-    fn report(&self, report: &HealthReport<'_>) {
-        self.reports.lock().unwrap().push((
-            report.outcome.clone(),
-            report.verdict,
-            report.credentials,
-            report.origin,
-        ));
-    }
 }
 
 // === loopback backends ===
@@ -148,35 +120,13 @@ async fn misbehave(mut stream: TcpStream, fault: Fault) {
     read_request_head(&mut stream).await;
     match fault {
         Fault::CloseAfterRequest => drop(stream),
-        Fault::ResetAfterRequest => {
-            socket2::SockRef::from(&stream)
-                .set_linger(Some(Duration::ZERO))
-                .unwrap();
-            drop(stream);
-        }
+        Fault::ResetAfterRequest => reset(stream),
         Fault::Garbage => {
             stream.write_all(b"this is not http\r\n\r\n").await.unwrap();
             hold_until_peer_closes(&mut stream).await;
         }
         Fault::Silent => hold_until_peer_closes(&mut stream).await,
     }
-}
-
-/// Reads up to the blank line that ends the head; the client's requests have no body.
-async fn read_request_head(stream: &mut TcpStream) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-async fn hold_until_peer_closes(stream: &mut TcpStream) {
-    let mut buf = [0u8; 1024];
-    while let Ok(1..) = stream.read(&mut buf).await {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

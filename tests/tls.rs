@@ -11,6 +11,8 @@
 
 #![cfg(all(feature = "hyper-util", feature = "rustls", feature = "serde"))]
 
+#[path = "support/sockets.rs"]
+mod sockets;
 #[path = "support/tls.rs"]
 mod tls_support;
 
@@ -40,6 +42,7 @@ use tower_health_classify::{
     TlsFailure, TransportKind, Verdict,
 };
 
+use crate::sockets::reset;
 use crate::tls_support::{serve, Backend, Pki, FAILING, NAME};
 
 const CHALLENGE: &str = r#"Bearer resource_metadata="https://backend.test/.well-known/oauth-protected-resource", scope="mcp""#;
@@ -419,13 +422,7 @@ async fn fault(fault: Fault) -> SocketAddr {
             let _ = stream.read(&mut [0u8; 4096]).await;
             match fault {
                 Fault::Closed => drop(stream),
-                Fault::Reset => {
-                    // Linger 0: close with an RST instead of a FIN.
-                    socket2::SockRef::from(&stream)
-                        .set_linger(Some(Duration::ZERO))
-                        .unwrap();
-                    drop(stream);
-                }
+                Fault::Reset => reset(stream),
                 Fault::Garbage => {
                     let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
                     let _ = stream.shutdown().await;
