@@ -334,7 +334,8 @@ struct RawProbe {
     body: Option<Spanned<String>>,
 }
 
-/// The keys of each strategy beyond `name`, `url`, `strategy`, `timeout` and `probe`.
+/// The keys of each strategy, beyond those every backend may have (`name`, `url`, `urls`,
+/// `strategy`, `timeout`, `ca_file`, `probe`).
 const STRATEGY_KEYS: &[(&str, &[&str])] = &[
     ("unauthenticated", &[]),
     ("upstream_inject", &[]),

@@ -51,13 +51,14 @@
 //!
 //! `HealthGateLayer` → `OutgoingAuthLayer` → `HealthClassifyLayer` (pass-through) →
 //! `Timeout` → `BearerTokenLayer` → hyper-util client (for several URLs, the balancer
-//! sits between outgoing auth and one classify layer per endpoint). The auth layer is outside the classify layer
-//! so that the classify layer sees the credentials the backend will get (the caller's
-//! `Authorization` stripped, the API key set) when it decides whether credentials were
-//! sent; for `token_exchange` it declares `Credentials::Sent` and the token itself is
-//! added inside, so that a token endpoint that is down, slow or refuses the client is
-//! classified, reported against the backend and bounded by the timeout like any other
-//! failure. Probes go through the same layers. Details in `gateway.rs`.
+//! sits between outgoing auth and one classify layer per endpoint). The auth layer is
+//! outside the classify layer so that the classify layer sees the credentials the
+//! backend will get (the caller's `Authorization` stripped, the API key set) when it
+//! decides whether credentials were sent; for `token_exchange` it declares
+//! `Credentials::Sent` and the token itself is added inside, so that a token endpoint
+//! that is down, slow or refuses the client is classified, reported against the backend
+//! and bounded by the timeout like any other failure. Probes go through the same layers.
+//! Details in `gateway.rs`.
 
 // Printing the listen address and the demo's table is what this example is for.
 #![allow(clippy::print_stdout)]
