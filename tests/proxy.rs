@@ -62,7 +62,7 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -70,7 +70,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower_health_classify::{HealthStatus, Reason, TlsFailure, TransportKind};
 
-use crate::backends::{channel_body, closed_port, garbage, recording, silent, Seen, Server};
+use crate::backends::{channel_body, closed_port, garbage, raw, recording, silent, Seen, Server};
 use crate::gateway::Gateway;
 use crate::logs::Logs;
 
@@ -136,6 +136,7 @@ fn backend(name: &str, url: &str, strategy: &str, extra: &str) -> String {
 }
 
 struct Answer {
+    version: Version,
     status: StatusCode,
     headers: HeaderMap,
     body: String,
@@ -160,6 +161,7 @@ async fn send(request: Request<Full<Bytes>>) -> Answer {
         .unwrap()
         .to_bytes();
     Answer {
+        version: parts.version,
         status: parts.status,
         headers: parts.headers,
         body: String::from_utf8_lossy(&body).into_owned(),
@@ -340,6 +342,27 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
         assert!(request.header(name).is_none(), "{name} reached the backend");
     }
     assert_eq!(request.header("x-caller-kept"), Some("1"));
+}
+
+#[tokio::test]
+async fn answers_in_its_own_http_version_whatever_the_backend_speaks() {
+    let (addr, _task) = raw(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let gateway = start(
+        &backend("old", &format!("http://{addr}"), "unauthenticated", ""),
+        &[],
+    )
+    .await;
+
+    let answer = get(&url(&gateway, "/old/")).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "ok")
+    );
+    assert_eq!(
+        answer.version,
+        Version::HTTP_11,
+        "not the backend's HTTP/1.0"
+    );
 }
 
 // === outgoing auth ===

@@ -233,6 +233,10 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
 /// `resource_metadata` is pointed at the proxy (`discovery`).
 pub(crate) fn response_to_caller(response: Response<Body>, route: &Route) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
+    // An intermediary answers in its own HTTP version (RFC 9110 §2.5): an HTTP/1.0
+    // backend's would make hyper answer an HTTP/1.1 caller in 1.0 and close the
+    // connection. hyper still answers an HTTP/1.0 caller in 1.0, and HTTP/2 ignores it.
+    parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     if let Some(name) = &route.credential_header {
         parts.headers.remove(name);

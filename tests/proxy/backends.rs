@@ -168,6 +168,11 @@ pub(crate) async fn silent() -> (SocketAddr, JoinHandle<()>) {
 
 /// Answers every request with bytes that are not HTTP.
 pub(crate) async fn garbage() -> (SocketAddr, JoinHandle<()>) {
+    raw(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await
+}
+
+/// Answers every request with `reply`, then closes the connection.
+pub(crate) async fn raw(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -175,7 +180,7 @@ pub(crate) async fn garbage() -> (SocketAddr, JoinHandle<()>) {
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let _ = stream.read(&mut buf).await;
-                let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+                let _ = stream.write_all(reply).await;
             });
         }
     });
