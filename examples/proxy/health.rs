@@ -94,16 +94,16 @@ pub(crate) async fn backends(State(state): State<HealthState>) -> Response {
             if backend.endpoints.is_empty() {
                 return health(&backend.name).map(|health| serde_json::json!(health));
             }
-            let endpoints: Vec<&BackendHealth> = backend
+            // Each endpoint with its own health: one the registry no longer has is left
+            // out, never shown under another endpoint's URL.
+            let endpoints: Vec<(&Endpoint, &BackendHealth)> = backend
                 .endpoints
                 .iter()
-                .filter_map(|endpoint| health(&endpoint.name))
+                .filter_map(|endpoint| Some((endpoint, health(&endpoint.name)?)))
                 .collect();
-            let statuses: Vec<HealthStatus> = endpoints.iter().map(|h| h.status).collect();
-            let listed: Vec<serde_json::Value> = backend
-                .endpoints
+            let statuses: Vec<HealthStatus> = endpoints.iter().map(|(_, h)| h.status).collect();
+            let listed: Vec<serde_json::Value> = endpoints
                 .iter()
-                .zip(&endpoints)
                 .map(|(endpoint, health)| {
                     let mut value = serde_json::json!(health);
                     value["url"] = endpoint.url.clone().into();
@@ -112,7 +112,7 @@ pub(crate) async fn backends(State(state): State<HealthState>) -> Response {
                 .collect();
             Some(serde_json::json!({
                 "name": backend.name,
-                "strategy": endpoints.first().map(|h| h.strategy.name()),
+                "strategy": endpoints.first().map(|(_, h)| h.strategy.name()),
                 "status": aggregate(&statuses),
                 "endpoints": listed,
             }))
