@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 n=${1:-100000}
 export CARGO_TARGET_DIR=target/instructions
-RUSTFLAGS="--cfg rustix_use_libc" cargo bench --bench instructions --no-run 2>/dev/null
+# Quiet, but a failed build says why (the script stops on it).
+RUSTFLAGS="--cfg rustix_use_libc" cargo bench --bench instructions --no-run -q
 bin=$(ls -t target/instructions/release/deps/instructions-* | grep -v '\.d$' | head -1)
 count() {
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
