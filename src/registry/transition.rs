@@ -81,6 +81,7 @@ impl fmt::Display for Transition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum Evidence {
     /// Probes (requests with the [`Probe`](crate::Probe) extension), judged by counts in
     /// a row.
