@@ -15,9 +15,9 @@
 //!   `Debug` of the `BackendError` that wraps it, as every error wrapper shows its
 //!   source), never copied.
 //! - **The backend's** (challenge parameters): what a caller needs to act on a challenge.
-//!   It may appear in the `Debug` of a parsed challenge, and `error_description` in a
-//!   snapshot's `last_error`, always escaped; never in a log line or a metric label, and
-//!   never with a raw control character anywhere.
+//!   It may appear in the `Debug` of a parsed challenge, always escaped; never in a log
+//!   line, a metric label or a snapshot (`last_error` is built from codes), and never
+//!   with a raw control character anywhere.
 
 #![cfg(feature = "registry")]
 
@@ -57,8 +57,7 @@ const OURS: &[&str] = &[
     INNER_PASSWORD,
 ];
 
-/// The backend's: allowed only in `Debug` of parsed challenges (and, escaped, in
-/// `last_error` for `error_description`).
+/// The backend's: allowed only in `Debug` of parsed challenges.
 const DESCRIPTION_TOKEN: &str = "SECRET-DESCRIPTION-TOKEN-c1f0";
 const PARAM_TOKEN: &str = "SECRET-PARAM-TOKEN-27aa";
 
