@@ -378,7 +378,13 @@ impl BackendMetrics {
     pub(crate) fn report(&self, outcome: &Outcome, reason: Reason, latency: Duration) {
         let series = &*self.series;
         let seconds = latency.as_secs_f64();
-        match report_slot(outcome, reason) {
+        // Nearly every report is a success judged `ok`: known before the table's `match`.
+        let slot = if matches!((outcome, reason), (Outcome::Success(_), Reason::Ok)) {
+            Some(OK_SLOT)
+        } else {
+            report_slot(outcome, reason)
+        };
+        match slot {
             Some(OK_SLOT) => {
                 let (counter, histogram) = self.ok.get_or_init(|| self.ok_handles());
                 counter.increment(1);

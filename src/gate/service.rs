@@ -20,7 +20,7 @@ use crate::verdict::HealthStatus;
 /// at once. Made by [`HealthGateLayer`](crate::HealthGateLayer).
 ///
 /// While the backend is not Bad, the gate decides with one atomic load (the status);
-/// with its service and future around the inner ones, it adds 15 to 30 instructions to a
+/// with its service and future around the inner ones, it adds 15 to 23 instructions to a
 /// request (BENCHMARKS.md).
 ///
 /// # Errors
